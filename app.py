@@ -1,0 +1,61 @@
+"""The app factory: `flask --app app ...` and `gunicorn 'app:create_app()'`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import cli
+from config import Config
+from extensions import csrf, db, limiter, login_manager, migrate
+
+
+def create_app(
+    test_config: dict[str, Any] | None = None, instance_path: str | None = None
+) -> Flask:
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
+    os.makedirs(app.instance_path, exist_ok=True)  # the embedded SQLite database lives here
+    app.config.from_mapping(Config(app.instance_path).as_dict())
+    if test_config:
+        app.config.update(test_config)
+    if app.config.get("REDIS_URL") and "RATELIMIT_STORAGE_URI" not in (test_config or {}):
+        app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
+
+    if app.config["PROXY_COUNT"]:
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+
+    from blueprints import register_blueprints
+
+    register_blueprints(app)
+    cli.init_app(app)
+    logging.getLogger("werkzeug").addFilter(_RedactTokens())
+    return app
+
+
+class _RedactTokens(logging.Filter):
+    """Keep a token that a client put in a URL out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from services.secrets import TOKEN_PATTERN
+
+        if record.args:
+            record.args = tuple(
+                TOKEN_PATTERN.sub("ks_[REDACTED]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True

@@ -1,0 +1,33 @@
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, Email, Length
+
+from services.accounts import PASSWORD_MIN
+
+
+class SignupForm(FlaskForm):
+    name = StringField("Your name", validators=[DataRequired(), Length(max=100)])
+    email = EmailField(
+        "Work email",
+        validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)],
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired(),
+            Length(
+                min=PASSWORD_MIN, message=f"Password must be at least {PASSWORD_MIN} characters."
+            ),
+        ],
+        description=f"At least {PASSWORD_MIN} characters.",
+    )
+    organization = StringField(
+        "Organization",
+        validators=[DataRequired(), Length(max=100)],
+        description="Your company or team. You can invite teammates later.",
+    )
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])

@@ -1,0 +1,219 @@
+"""What every HTML page shares: the signed-in member, the current organization, errors."""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+from flask import Flask, abort, g, render_template, request, session
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from extensions import db, login_manager
+from models import ROLE_RANK, Membership, Organization, User
+from services import accounts
+from services.actor import Actor
+from services.errors import DomainError
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+def current_membership() -> Membership | None:
+    """The signed-in person's membership in the current organization, checked every request.
+
+    A removed member loses the organization on their very next request.
+    """
+    if "membership" in g:
+        return g.membership
+    membership = None
+    if current_user.is_authenticated:
+        org_id = session.get("org_id")
+        if isinstance(org_id, int):
+            membership = accounts.membership_in(current_user, org_id)
+        if membership is None:
+            memberships = accounts.memberships_of(current_user)
+            membership = memberships[0] if memberships else None
+            session["org_id"] = membership.organization_id if membership else None
+    g.membership = membership
+    return membership
+
+
+def current_org() -> Organization:
+    membership = current_membership()
+    if membership is None:
+        abort(403, "You are not a member of any organization.")
+    return membership.organization
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def current_actor() -> Actor:
+    membership = current_membership()
+    if membership is None:
+        abort(403, "You are not a member of any organization.")
+    return Actor(
+        organization=membership.organization,
+        membership=membership,
+        ip=client_ip(),
+        user_agent=request.user_agent.string,
+    )
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def role_required(minimum: str):
+    """Allow the view only to members of at least this role in the current organization."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any):
+            membership = current_membership()
+            if membership is None or ROLE_RANK[membership.role] < ROLE_RANK[minimum]:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def init_app(app: Flask) -> None:
+    register_filters(app)
+
+    @app.context_processor
+    def inject_membership() -> dict[str, Any]:
+        membership = current_membership() if current_user.is_authenticated else None
+        return {
+            "membership": membership,
+            "organization": membership.organization if membership else None,
+            "all_memberships": (
+                accounts.memberships_of(current_user) if current_user.is_authenticated else []
+            ),
+        }
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            )
+        if current_user.is_authenticated and response.mimetype == "text/html":
+            # Pages of a signed-in person are private; secret-bearing ones say no-store themselves.
+            response.headers.setdefault("Cache-Control", "private, no-cache")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        if _wants_json():
+            return _api_error(error)
+        return render_template(
+            "errors/error.html",
+            title="Your form expired",
+            message="This form was missing its security token or it had expired. "
+            "Go back, reload the page and try again.",
+        ), 400
+
+    @app.errorhandler(DomainError)
+    def domain_error(error: DomainError):
+        if _wants_json():
+            return _api_error(error)
+        return render_template(
+            "errors/error.html", title=_TITLES.get(error.status, "Error"), message=error.message
+        ), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if _wants_json():
+            return _api_error(error)
+        response = error.get_response()
+        body = render_template(
+            "errors/error.html",
+            title=_TITLES.get(error.code or 500, error.name),
+            message=error.description
+            if error.code in (403, 429)
+            else _MESSAGES.get(error.code or 500, error.description),
+        )
+        response.set_data(body)
+        response.mimetype = "text/html"
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        app.logger.exception("Unhandled error on %s %s", request.method, request.path)
+        db.session.rollback()
+        if _wants_json():
+            return _api_error(error)
+        return render_template(
+            "errors/error.html",
+            title="Something went wrong",
+            message="An unexpected error happened. Nothing you typed was saved; please try again.",
+        ), 500
+
+
+def _api_error(error: Exception):
+    from blueprints.api.errors import response_for
+
+    return response_for(error)
+
+
+_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Too large",
+    429: "Too many attempts",
+    500: "Something went wrong",
+    503: "Unavailable",
+}
+_MESSAGES = {
+    404: "There is nothing here. It may have been removed, or it belongs to another organization.",
+    405: "This page cannot be used that way.",
+    413: "The request was larger than the 1 MiB Keysmith accepts.",
+}
+
+
+def _iso(value) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+
+
+def _exact(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def _relative(value) -> str:
+    from models import utcnow
+
+    if not value:
+        return ""
+    seconds = (value - utcnow()).total_seconds()
+    future, seconds = seconds > 0, abs(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            text = f"{count} {unit}{'s' if count != 1 else ''}"
+            return f"in {text}" if future else f"{text} ago"
+    return "in a moment" if future else "just now"
+
+
+def register_filters(app: Flask) -> None:
+    app.add_template_filter(_iso, "iso")
+    app.add_template_filter(_exact, "exact")
+    app.add_template_filter(_relative, "relative")

@@ -1,0 +1,82 @@
+"""Settings read from the environment (SPEC §7), with local secrets in instance/."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+DEFAULT_RATE_LIMIT = "1000/minute;100/second"
+
+
+def _instance_secret(instance_path: Path, filename: str) -> str:
+    """Read a secret from instance/, generating it on first run (file mode 600)."""
+    instance_path.mkdir(parents=True, exist_ok=True)
+    path = instance_path / filename
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _database_url(url: str | None, instance_path: Path) -> str:
+    if not url:
+        return f"sqlite:///{instance_path / 'keysmith.db'}"
+    # Heroku-style URLs name the dialect "postgres"; SQLAlchemy wants the driver spelled out.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+class Config:
+    """One class; every value can be overridden by the environment or by create_app(test_config)."""
+
+    def __init__(self, instance_path: str, environ: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if environ is None else environ)
+        path = Path(instance_path)
+        self.SECRET_KEY = env.get("SECRET_KEY") or _instance_secret(path, "secret_key")
+        # Tokens are hashed with their own key so that rotating SECRET_KEY (sessions)
+        # does not invalidate every API token, and vice versa when set explicitly.
+        self.TOKEN_HMAC_KEY = (
+            env.get("TOKEN_HMAC_KEY")
+            or hmac.new(
+                self.SECRET_KEY.encode(), b"keysmith token hmac key v1", hashlib.sha256
+            ).hexdigest()
+        )
+        # Old keys still accepted for verification while tokens are rotated (docs/security.md).
+        self.TOKEN_HMAC_OLD_KEYS = [
+            k for k in env.get("TOKEN_HMAC_OLD_KEYS", "").split(",") if k.strip()
+        ]
+        self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.REDIS_URL = env.get("REDIS_URL") or None
+        self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        self.RATELIMIT_KEY_PREFIX = env.get("RATELIMIT_KEY_PREFIX", "keysmith")
+        self.RATELIMIT_HEADERS_ENABLED = True
+        self.RATE_LIMIT_DEFAULT = env.get("RATE_LIMIT_DEFAULT") or DEFAULT_RATE_LIMIT
+        self.BCRYPT_LOG_ROUNDS = int(env.get("BCRYPT_LOG_ROUNDS", "12"))
+        self.LOGIN_THROTTLE = env.get("LOGIN_THROTTLE", "10 per 15 minutes")
+        self.MAX_CONTENT_LENGTH = 1024 * 1024
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").lower() in (
+            "1",
+            "true",
+            "yes",
+        )
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+        # Number of reverse proxies in front of Keysmith whose X-Forwarded-For is trusted.
+        self.PROXY_COUNT = int(env.get("PROXY_COUNT", "0"))
+        # How long a verified token may be served from the per-worker cache (SPEC §2: ≤ 5 s).
+        self.TOKEN_CACHE_SECONDS = float(env.get("TOKEN_CACHE_SECONDS", "5"))
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self).items() if k.isupper()}

@@ -1,0 +1,37 @@
+"""Every model, importable from one place (Alembic autogenerate reads this)."""
+
+from models.account import ROLE_RANK, ROLES, Invite, Membership, Organization, User
+from models.audit import AuditEvent
+from models.base import Base, utcnow
+from models.token import (
+    ENV_TAGS,
+    ENVIRONMENTS,
+    ROLE_SCOPES,
+    SCOPES,
+    TOKEN_ROLE_RANK,
+    TOKEN_ROLES,
+    TOKEN_TYPES,
+    ApiToken,
+    TokenUsage,
+)
+
+__all__ = [
+    "ENVIRONMENTS",
+    "ENV_TAGS",
+    "ROLES",
+    "ROLE_RANK",
+    "ROLE_SCOPES",
+    "SCOPES",
+    "TOKEN_ROLES",
+    "TOKEN_ROLE_RANK",
+    "TOKEN_TYPES",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "Invite",
+    "Membership",
+    "Organization",
+    "TokenUsage",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,147 @@
+"""Sign-up, sign-in and the organizations a person belongs to."""
+
+from __future__ import annotations
+
+import bcrypt
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import contains_eager
+
+from extensions import db
+from models import Membership, Organization, User
+from services import audit
+from services.actor import Actor
+from services.errors import ValidationFailed
+
+PASSWORD_MIN = 12
+# bcrypt reads at most 72 bytes; refuse longer rather than silently ignoring the rest.
+PASSWORD_MAX_BYTES = 72
+
+# A fixed hash to compare against when the email is unknown, so timing does not tell.
+_DUMMY_HASH: bytes | None = None
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def hash_password(password: str) -> str:
+    rounds = current_app.config["BCRYPT_LOG_ROUNDS"]
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < PASSWORD_MIN:
+        raise ValidationFailed(
+            details={"password": f"Password must be at least {PASSWORD_MIN} characters."}
+        )
+    if len(password.encode()) > PASSWORD_MAX_BYTES:
+        raise ValidationFailed(
+            details={"password": f"Password must be at most {PASSWORD_MAX_BYTES} bytes."}
+        )
+
+
+def user_by_email(email: str) -> User | None:
+    return db.session.scalar(sa.select(User).where(User.email == normalize_email(email)))
+
+
+def create_user(*, email: str, name: str, password: str) -> User:
+    """A new person; raises ValidationFailed if the email is taken or the password too weak."""
+    check_password_rules(password)
+    if user_by_email(email) is not None:
+        raise ValidationFailed(
+            details={"email": "An account with this email already exists. Sign in instead."}
+        )
+    user = User(
+        email=normalize_email(email), name=name.strip(), password_hash=hash_password(password)
+    )
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def sign_up(
+    *,
+    email: str,
+    password: str,
+    name: str,
+    organization: str,
+    default_rate_limit: str,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> tuple[User, Organization]:
+    """Create the user and an organization they own (SPEC §1)."""
+    user = create_user(email=email, name=name, password=password)
+    org = Organization(name=organization.strip(), rate_limit=default_rate_limit)
+    db.session.add(org)
+    db.session.flush()
+    membership = Membership(organization_id=org.id, user_id=user.id, role="owner")
+    db.session.add(membership)
+    db.session.flush()
+    actor = Actor(organization=org, membership=membership, ip=ip, user_agent=user_agent)
+    audit.record(
+        actor,
+        "member.joined",
+        target_type="member",
+        target_id=membership.id,
+        target_label=user.email,
+        details={"role": "owner", "via": "signup"},
+    )
+    db.session.flush()
+    return user, org
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user if the password is right; the same work is done when the email is unknown."""
+    global _DUMMY_HASH
+    user = user_by_email(email)
+    if user is None:
+        if _DUMMY_HASH is None:
+            _DUMMY_HASH = bcrypt.hashpw(
+                b"keysmith-dummy", bcrypt.gensalt(current_app.config["BCRYPT_LOG_ROUNDS"])
+            )
+        bcrypt.checkpw(password.encode()[:PASSWORD_MAX_BYTES], _DUMMY_HASH)
+        return None
+    if bcrypt.checkpw(password.encode()[:PASSWORD_MAX_BYTES], user.password_hash.encode()):
+        return user
+    return None
+
+
+def memberships_of(user: User) -> list[Membership]:
+    """The user's memberships with their organizations, in one query, by organization name."""
+    return list(
+        db.session.scalars(
+            sa.select(Membership)
+            .join(Membership.organization)
+            .where(Membership.user_id == user.id)
+            .options(contains_eager(Membership.organization))
+            .order_by(sa.func.lower(Organization.name), Organization.id)
+        )
+    )
+
+
+def membership_in(user: User, organization_id: int) -> Membership | None:
+    return db.session.scalar(
+        sa.select(Membership).where(
+            Membership.user_id == user.id, Membership.organization_id == organization_id
+        )
+    )
+
+
+def record_sign_in(user: User, *, success: bool, ip: str | None, user_agent: str | None) -> None:
+    """Audit a sign-in (or a failed one) in each organization the person belongs to."""
+    for membership in memberships_of(user):
+        actor = Actor(
+            organization=membership.organization,
+            membership=membership,
+            ip=ip,
+            user_agent=user_agent,
+        )
+        audit.record(
+            actor,
+            "user.signed_in" if success else "user.sign_in_failed",
+            target_type="member",
+            target_id=membership.id,
+            target_label=user.email,
+        )
+    db.session.flush()

@@ -1,0 +1,42 @@
+"""The sign-in throttle (SPEC §3): failures counted per email and per IP in Flask-Limiter's storage.
+
+Only failures count, so a person who signs in correctly is never slowed down; the storage
+is the limiter's (memory by default, Redis when REDIS_URL is set), so every worker agrees.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import current_app
+from limits import parse
+
+from extensions import limiter
+
+NAMESPACE = "signin-failures"
+
+
+def _keys(email: str, ip: str | None) -> list[tuple[str, str]]:
+    return [("email", email.strip().lower()[:254]), ("ip", ip or "unknown")]
+
+
+def _limit():
+    return parse(current_app.config["LOGIN_THROTTLE"])
+
+
+def retry_after(email: str, ip: str | None) -> int | None:
+    """Seconds until the next attempt is allowed, or None if an attempt may go ahead now."""
+    limit = _limit()
+    waits = []
+    for kind, value in _keys(email, ip):
+        if not limiter.limiter.test(limit, NAMESPACE, kind, value):
+            stats = limiter.limiter.get_window_stats(limit, NAMESPACE, kind, value)
+            waits.append(max(1, math.ceil(stats.reset_time - time.time())))
+    return max(waits) if waits else None
+
+
+def record_failure(email: str, ip: str | None) -> None:
+    limit = _limit()
+    for kind, value in _keys(email, ip):
+        limiter.limiter.hit(limit, NAMESPACE, kind, value)

@@ -1,0 +1,553 @@
+"""Every rule about API tokens: create, rotate, rename, suspend, resume, revoke, update, verify.
+
+Pages, the JSON API and the CLI call these functions; none of them repeats a rule.
+Functions take an explicit actor, write the audit event, flush, and never commit.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from extensions import db
+from models import (
+    ENVIRONMENTS,
+    ROLE_SCOPES,
+    SCOPES,
+    TOKEN_ROLE_RANK,
+    TOKEN_ROLES,
+    TOKEN_TYPES,
+    ApiToken,
+    Organization,
+    utcnow,
+)
+from services import audit
+from services import secrets as token_secrets
+from services.actor import Actor
+from services.errors import (
+    AuthFailed,
+    Conflict,
+    DuplicateName,
+    Forbidden,
+    NotFound,
+    TokenLimitReached,
+    ValidationFailed,
+)
+
+NAME_MAX = 100
+EXPIRY_CHOICES_DAYS = (30, 60, 90, 180, 365)
+GRACE_CHOICES_SECONDS = (0, 3600, 86400, 7 * 86400)
+MAX_GRACE_SECONDS = 7 * 86400
+ROLE_ALIASES = {"recorder": "writer"}
+
+
+class _Unset:
+    """Marks an argument of update_token() that was not given."""
+
+
+UNSET: Any = _Unset()
+
+
+# ---------------------------------------------------------------- queries
+
+
+def tokens_of(organization: Organization, environment: str | None = None) -> sa.Select:
+    """The organization's tokens (of one environment if given), newest first."""
+    query = sa.select(ApiToken).where(ApiToken.organization_id == organization.id)
+    if environment is not None:
+        query = query.where(ApiToken.environment == environment)
+    return query.order_by(ApiToken.created_at.desc(), ApiToken.id)
+
+
+def get_token_or_404(
+    organization: Organization, environment: str | None, token_id: str
+) -> ApiToken:
+    """The token with this id in this organization (and environment, if given), or NotFound."""
+    token = db.session.scalar(tokens_of(organization, environment).where(ApiToken.id == token_id))
+    if token is None:
+        raise NotFound("No such token.")
+    return token
+
+
+def live_token_count(organization: Organization, now: datetime) -> int:
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(ApiToken)
+            .where(
+                ApiToken.organization_id == organization.id,
+                ApiToken.revoked_at.is_(None),
+                sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+            )
+        )
+        or 0
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+
+def normalize_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationFailed(details={"name": "Name must be text."})
+    name = value.strip()
+    if not name:
+        raise ValidationFailed(details={"name": "Name is required."})
+    if len(name) > NAME_MAX:
+        raise ValidationFailed(details={"name": f"Name must be at most {NAME_MAX} characters."})
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise ValidationFailed(details={"name": "Name may not contain control characters."})
+    return name
+
+
+def normalize_role(value: object) -> str:
+    role = ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
+    if role not in TOKEN_ROLES:
+        raise ValidationFailed(
+            details={"role": f"Role must be one of: {', '.join(TOKEN_ROLES)} (or recorder)."}
+        )
+    return role  # type: ignore[return-value]
+
+
+def normalize_scopes(value: object, role: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
+        raise ValidationFailed(details={"scopes": "Scopes must be a list of scope names."})
+    scopes = sorted(set(value))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise ValidationFailed(
+            details={"scopes": f"Unknown scope {unknown[0]!r}; known: {', '.join(SCOPES)}."}
+        )
+    beyond = [s for s in scopes if s not in ROLE_SCOPES[role]]
+    if beyond:
+        raise ValidationFailed(
+            details={"scopes": f"Scope {beyond[0]!r} is beyond what role {role!r} allows."}
+        )
+    return scopes
+
+
+def _check_choice(field: str, value: object, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValidationFailed(details={field: f"Must be one of: {', '.join(choices)}."})
+    return value  # type: ignore[return-value]
+
+
+def _check_expiry(organization: Organization, expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is None:
+        if not organization.allow_never_expires:
+            raise ValidationFailed(
+                details={"expires_at": "This organization's policy requires an expiry date."}
+            )
+        return
+    if expires_at <= now:
+        raise ValidationFailed(details={"expires_at": "The expiry must be in the future."})
+    # A day of slack, so a date picked "365 days from today" is accepted all day long.
+    if expires_at > now + timedelta(days=organization.max_lifetime_days + 1):
+        raise ValidationFailed(
+            details={
+                "expires_at": "The policy allows at most "
+                f"{organization.max_lifetime_days} days of lifetime."
+            }
+        )
+
+
+def expiry_from_days(days: int | None, now: datetime | None = None) -> datetime | None:
+    """`expires_in_days` of the forms and API: None means never."""
+    if days is None:
+        return None
+    return (now or utcnow()) + timedelta(days=days)
+
+
+def _collect(*checks: Any) -> list[Any]:
+    """Run each zero-argument check, gathering every field's error into one ValidationFailed."""
+    results, details = [], {}
+    for check in checks:
+        try:
+            results.append(check())
+        except ValidationFailed as exc:
+            details.update(exc.details)
+            results.append(None)
+    if details:
+        raise ValidationFailed(details=details)
+    return results
+
+
+# ---------------------------------------------------------------- permissions
+
+
+def _require_write(actor: Actor, environment: str) -> None:
+    if not actor.has_scope("tokens:write"):
+        raise Forbidden("You may not create or change tokens.")
+    if actor.token is not None and actor.token.environment != environment:
+        raise NotFound("No such token.")
+
+
+def can_manage(actor: Actor, token: ApiToken) -> bool:
+    """May this actor rotate, rename, suspend, resume or revoke this token? (SPEC §1)"""
+    if not actor.has_scope("tokens:write"):
+        return False
+    if actor.token is not None and actor.token.environment != token.environment:
+        return False
+    return actor.manages_all_tokens or token.created_by_user_id == actor.user_id
+
+
+def _require_manage(actor: Actor, token: ApiToken) -> None:
+    if actor.token is not None and actor.token.environment != token.environment:
+        raise NotFound("No such token.")
+    if not can_manage(actor, token):
+        raise Forbidden("You may not change this token.")
+
+
+def _check_role_ceiling(actor: Actor, role: str) -> None:
+    """A token never creates or raises a token above its own role."""
+    if actor.token is not None and TOKEN_ROLE_RANK[role] > TOKEN_ROLE_RANK[actor.token.role]:
+        raise Forbidden(f"A {actor.token.role} token cannot grant the {role} role.")
+
+
+def _check_scope_ceiling(actor: Actor, role: str, scopes: list[str]) -> None:
+    granted = frozenset(scopes) if scopes else ROLE_SCOPES[role]
+    if actor.token is not None and not granted <= actor.scopes:
+        raise Forbidden("A token cannot grant scopes it does not have.")
+
+
+# ---------------------------------------------------------------- changes
+
+
+def _touch(token: ApiToken, now: datetime) -> None:
+    token.updated_at = now
+
+
+def _flush_checking_name(token: ApiToken) -> None:
+    """Flush, turning a race on the live-name index into DuplicateName."""
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError as exc:
+        raise DuplicateName() from exc
+
+
+def _name_taken(organization: Organization, environment: str, name: str, exclude: str | None):
+    query = sa.select(ApiToken.id).where(
+        ApiToken.organization_id == organization.id,
+        ApiToken.environment == environment,
+        ApiToken.name == name,
+        ApiToken.revoked_at.is_(None),
+    )
+    if exclude is not None:
+        query = query.where(ApiToken.id != exclude)
+    return db.session.scalar(query.limit(1)) is not None
+
+
+def _lock_organization(organization: Organization) -> None:
+    """Serialize token creation per organization so the live-token limit holds under races."""
+    db.session.execute(
+        sa.select(Organization.id).where(Organization.id == organization.id).with_for_update()
+    )
+
+
+def create_token(
+    organization: Organization,
+    actor: Actor,
+    *,
+    name: object,
+    environment: object,
+    role: object = "viewer",
+    scopes: object = None,
+    type: object = "generic",  # noqa: A002 - the SPEC's field name
+    expires_at: datetime | None = None,
+    now: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Make a token; returns it with its secret, which the caller shows once and forgets."""
+    now = now or utcnow()
+    name, environment, role, type_ = _collect(
+        lambda: normalize_name(name),
+        lambda: _check_choice("environment", environment, ENVIRONMENTS),
+        lambda: normalize_role(role),
+        lambda: _check_choice("type", type, TOKEN_TYPES),
+    )
+    (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
+    _require_write(actor, environment)
+    _check_role_ceiling(actor, role)
+    _check_scope_ceiling(actor, role, scopes)
+    _check_expiry(organization, expires_at, now)
+
+    _lock_organization(organization)
+    if live_token_count(organization, now) >= organization.max_live_tokens:
+        raise TokenLimitReached(
+            f"This organization has reached its limit of {organization.max_live_tokens} "
+            "live tokens. Revoke one or raise the limit in the key policy."
+        )
+    if _name_taken(organization, environment, name, exclude=None):
+        raise DuplicateName()
+
+    token_id = token_secrets.new_token_id()
+    secret = token_secrets.new_secret(environment, token_id)
+    token = ApiToken(
+        id=token_id,
+        organization_id=organization.id,
+        environment=environment,
+        name=name,
+        role=role,
+        scopes=scopes,
+        type=type_,
+        active=True,
+        prefix=token_secrets.visible_prefix(environment, token_id),
+        secret_hash=_hash(secret),
+        created_at=now,
+        updated_at=now,
+        expires_at=expires_at,
+        created_by_user_id=actor.user_id,
+        created_by_token_id=actor.token.id if actor.token is not None else None,
+        created_by_label=actor.label,
+    )
+    db.session.add(token)
+    _flush_checking_name(token)
+    _record(actor, "token.created", token, {"role": role, "scopes": scopes, "type": type_})
+    db.session.flush()
+    return token, secret
+
+
+def rotate_token(
+    token: ApiToken, actor: Actor, *, grace_seconds: object = 0, now: datetime | None = None
+) -> str:
+    """A new secret for the same token; the old one works for `grace_seconds` more."""
+    now = now or utcnow()
+    if (
+        isinstance(grace_seconds, bool)
+        or not isinstance(grace_seconds, int)
+        or not 0 <= grace_seconds <= MAX_GRACE_SECONDS
+    ):
+        raise ValidationFailed(
+            details={
+                "grace_period_seconds": "Grace period must be a whole number of seconds "
+                f"from 0 to {MAX_GRACE_SECONDS} (7 days)."
+            }
+        )
+    _require_manage(actor, token)
+    if token.is_revoked:
+        raise Conflict("A revoked token cannot be rotated.")
+    secret = token_secrets.new_secret(token.environment, token.id)
+    if grace_seconds:
+        token.previous_secret_hash = token.secret_hash
+        token.previous_secret_expires_at = now + timedelta(seconds=grace_seconds)
+    else:
+        token.previous_secret_hash = None
+        token.previous_secret_expires_at = None
+    token.secret_hash = _hash(secret)
+    _touch(token, now)
+    _record(actor, "token.rotated", token, {"grace_period_seconds": grace_seconds})
+    db.session.flush()
+    _changed(token)
+    return secret
+
+
+def rename_token(token: ApiToken, actor: Actor, *, name: object) -> ApiToken:
+    return update_token(token, actor, name=name)
+
+
+def suspend_token(token: ApiToken, actor: Actor) -> ApiToken:
+    return update_token(token, actor, active=False)
+
+
+def resume_token(token: ApiToken, actor: Actor) -> ApiToken:
+    return update_token(token, actor, active=True)
+
+
+def update_token(
+    token: ApiToken,
+    actor: Actor,
+    *,
+    name: object = UNSET,
+    active: object = UNSET,
+    role: object = UNSET,
+    scopes: object = UNSET,
+    expires_at: datetime | None | _Unset = UNSET,
+    now: datetime | None = None,
+) -> ApiToken:
+    """Change any of name, active, role, scopes, expiry; one audit event per kind of change."""
+    now = now or utcnow()
+    _require_manage(actor, token)
+    if token.is_revoked:
+        raise Conflict("A revoked token cannot be changed.")
+
+    checks: dict[str, Any] = {}
+    if name is not UNSET:
+        checks["name"] = lambda: normalize_name(name)
+    if role is not UNSET:
+        checks["role"] = lambda: normalize_role(role)
+    if active is not UNSET and not isinstance(active, bool):
+        raise ValidationFailed(details={"active": "Active must be true or false."})
+    values = dict(zip(checks, _collect(*checks.values()), strict=True))
+    new_role = values.get("role", token.role)
+    new_scopes = token.scopes if scopes is UNSET else None
+    if scopes is not UNSET or "role" in values:
+        (new_scopes,) = _collect(
+            lambda: normalize_scopes(token.scopes if scopes is UNSET else scopes, new_role)
+        )
+    _check_role_ceiling(actor, new_role)
+    _check_scope_ceiling(actor, new_role, new_scopes or [])
+    if expires_at is not UNSET:
+        _check_expiry(actor.organization, expires_at, now)
+
+    changes: dict[str, Any] = {}
+    new_name = values.get("name", token.name)
+    if new_name != token.name:
+        if _name_taken(actor.organization, token.environment, new_name, exclude=token.id):
+            raise DuplicateName()
+        changes["name"] = {"from": token.name, "to": new_name}
+        token.name = new_name
+    if new_role != token.role:
+        changes["role"] = {"from": token.role, "to": new_role}
+        token.role = new_role
+    if new_scopes != token.scopes:
+        changes["scopes"] = {"from": token.scopes, "to": new_scopes}
+        token.scopes = new_scopes
+    if expires_at is not UNSET and expires_at != token.expires_at:
+        changes["expires_at"] = {
+            "from": _iso(token.expires_at),
+            "to": _iso(expires_at),
+        }
+        token.expires_at = expires_at
+
+    state_action = None
+    if active is not UNSET and active != token.active:
+        token.active = active
+        state_action = "token.resumed" if active else "token.suspended"
+
+    if changes or state_action:
+        _touch(token, now)
+        _flush_checking_name(token)
+    if changes:
+        _record(actor, "token.updated", token, changes)
+    if state_action:
+        _record(actor, state_action, token, {})
+    db.session.flush()
+    if changes or state_action:
+        _changed(token)
+    return token
+
+
+def revoke_token(
+    token: ApiToken, actor: Actor, *, reason: str = "revoked", now: datetime | None = None
+) -> ApiToken:
+    """Revoke for good. Revoking an already revoked token changes nothing."""
+    now = now or utcnow()
+    _require_manage(actor, token)
+    if token.is_revoked:
+        return token
+    token.revoked_at = now
+    token.revoked_reason = reason
+    token.previous_secret_hash = None
+    token.previous_secret_expires_at = None
+    _touch(token, now)
+    _record(actor, "token.revoked", token, {"reason": reason})
+    db.session.flush()
+    _changed(token)
+    return token
+
+
+def find_live_by_name(organization: Organization, environment: str, name: str) -> ApiToken:
+    token = db.session.scalar(
+        tokens_of(organization, environment).where(
+            ApiToken.name == name, ApiToken.revoked_at.is_(None)
+        )
+    )
+    if token is None:
+        raise NotFound("No live token with this name.")
+    return token
+
+
+# ---------------------------------------------------------------- verification
+
+
+def _keys() -> list[str]:
+    config = current_app.config
+    return [config["TOKEN_HMAC_KEY"], *config.get("TOKEN_HMAC_OLD_KEYS", [])]
+
+
+def _hash(secret: str) -> str:
+    return token_secrets.hash_secret(secret, current_app.config["TOKEN_HMAC_KEY"])
+
+
+_INVALID = "The token is not valid."
+
+
+def load_for_verification(token_id: str) -> ApiToken | None:
+    """One indexed look-up by primary key. (The hot path may serve this from a cache.)"""
+    return db.session.get(ApiToken, token_id)
+
+
+def verify(secret: str, *, now: datetime | None = None) -> ApiToken:
+    """The live token this secret belongs to, or AuthFailed with SPEC §4's 401 code.
+
+    Checksum first (no database for a malformed token), then one look-up by id,
+    then a constant-time HMAC comparison. No database write.
+    """
+    now = now or utcnow()
+    parsed = token_secrets.parse(secret)
+    if parsed is None:
+        raise AuthFailed("invalid_token", _INVALID)
+    token = load_for_verification(parsed.token_id)
+    if token is None or token.environment != parsed.environment:
+        raise AuthFailed("invalid_token", _INVALID)
+    keys = _keys()
+    current = token_secrets.matches(secret, token.secret_hash, keys)
+    previous = (
+        token.previous_secret_expires_at is not None
+        and token.previous_secret_expires_at > now
+        and token_secrets.matches(secret, token.previous_secret_hash, keys)
+    )
+    if not (current or previous):
+        raise AuthFailed("invalid_token", _INVALID)
+    status = token.status_at(now)
+    if status == "revoked":
+        raise AuthFailed("token_revoked", "The token has been revoked.")
+    if status == "expired":
+        raise AuthFailed("token_expired", "The token has expired.")
+    if status == "inactive":
+        raise AuthFailed("token_inactive", "The token is suspended.")
+    return token
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _record(actor: Actor, action: str, token: ApiToken, details: Mapping[str, Any]) -> None:
+    audit.record(
+        actor,
+        action,
+        environment=token.environment,
+        target_type="token",
+        target_id=token.id,
+        target_label=token.name,
+        details=dict(details),
+    )
+
+
+_change_listeners: list[Any] = []
+
+
+def on_change(listener: Any) -> Any:
+    """Register a callable told of every token whose verification outcome may have changed."""
+    _change_listeners.append(listener)
+    return listener
+
+
+def _changed(token: ApiToken) -> None:
+    for listener in _change_listeners:
+        listener(token)
