@@ -7,8 +7,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from extensions import db
-from models import Membership, Organization
-from services import accounts
+from models import ENVIRONMENTS, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization
+from services import accounts, hygiene, tokens
+from services.actor import system_actor
 from services.errors import DomainError
 
 keysmith = AppGroup("keysmith", help="Keysmith operator commands.")
@@ -55,6 +56,110 @@ def add_org(email: str, organization: str) -> None:
     db.session.add(Membership(organization_id=org.id, user_id=user.id, role="owner"))
     db.session.commit()
     click.echo(f"Created organization {org.id} ({org.name}), owned by {user.email}.")
+
+
+tokens_cli = AppGroup("tokens", help="Create, list, rotate and revoke API tokens.")
+keysmith.add_command(tokens_cli)
+
+
+def _organization(org_id: int) -> Organization:
+    organization = db.session.get(Organization, org_id)
+    if organization is None:
+        raise click.ClickException(f"No organization {org_id}.")
+    return organization
+
+
+def _cli_actor(organization: Organization):
+    return system_actor(organization, "cli")
+
+
+@tokens_cli.command("create")
+@click.option("--org", "org_id", type=int, required=True, help="Organization id.")
+@click.option("--name", required=True)
+@click.option("--environment", type=click.Choice(ENVIRONMENTS), default="sandbox")
+@click.option("--role", type=click.Choice([*TOKEN_ROLES, "recorder"]), default="viewer")
+@click.option(
+    "--scopes", default="", help="Space- or comma-separated scopes (default: all of the role)."
+)
+@click.option("--type", "type_", type=click.Choice(TOKEN_TYPES), default="generic")
+@click.option("--expires-in-days", type=int, default=90, show_default=True)
+@click.option("--never-expires", is_flag=True, help="Only where the key policy allows it.")
+def create_token(org_id, name, environment, role, scopes, type_, expires_in_days, never_expires):
+    """Create a token and print its secret (shown this once)."""
+    organization = _organization(org_id)
+    try:
+        _, secret = tokens.create_token(
+            organization,
+            _cli_actor(organization),
+            name=name,
+            environment=environment,
+            role=role,
+            scopes=scopes or None,
+            type=type_,
+            expires_at=None if never_expires else tokens.expiry_from_days(expires_in_days),
+        )
+    except DomainError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(secret)
+
+
+@tokens_cli.command("list")
+@click.option("--org", "org_id", type=int, required=True, help="Organization id.")
+@click.option("--environment", type=click.Choice(ENVIRONMENTS), default=None)
+def list_tokens(org_id, environment):
+    """List tokens (never their secrets), tab-separated."""
+    organization = _organization(org_id)
+    click.echo("id\tenvironment\tname\trole\tstatus\tprefix\texpires_at")
+    for token in db.session.scalars(tokens.tokens_of(organization, environment)):
+        expires = token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if token.expires_at else "never"
+        click.echo(
+            f"{token.id}\t{token.environment}\t{token.name}\t{token.role}\t"
+            f"{token.status}\t{token.prefix}\t{expires}"
+        )
+
+
+@tokens_cli.command("rotate")
+@click.option("--org", "org_id", type=int, required=True, help="Organization id.")
+@click.argument("token_id")
+@click.option("--grace-seconds", type=int, default=0, show_default=True)
+def rotate_token(org_id, token_id, grace_seconds):
+    """Give TOKEN_ID a new secret and print it; the old one works for --grace-seconds more."""
+    organization = _organization(org_id)
+    try:
+        token = tokens.get_token_or_404(organization, None, token_id)
+        secret = tokens.rotate_token(token, _cli_actor(organization), grace_seconds=grace_seconds)
+    except DomainError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(secret)
+
+
+@tokens_cli.command("revoke")
+@click.option("--org", "org_id", type=int, required=True, help="Organization id.")
+@click.argument("token_id")
+def revoke_token(org_id, token_id):
+    """Revoke TOKEN_ID for good."""
+    organization = _organization(org_id)
+    try:
+        token = tokens.get_token_or_404(organization, None, token_id)
+        tokens.revoke_token(token, _cli_actor(organization))
+    except DomainError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(f"Revoked {token.id} ({token.name}).")
+
+
+@keysmith.command("expiring")
+def expiring() -> None:
+    """For cron: audit `token.expiring` 7 days ahead (once per token) and notify webhooks."""
+    notices = hygiene.notify_expiring()
+    db.session.commit()
+    delivered = notices.deliver()
+    click.echo(
+        f"{notices.tokens} token(s) expiring within 7 days newly noted; "
+        f"{delivered} of {len(notices.webhooks)} webhook notice(s) delivered."
+    )
 
 
 def init_app(app: Flask) -> None:

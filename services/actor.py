@@ -24,6 +24,8 @@ class Actor:
     token: ApiToken | None = None
     ip: str | None = None
     user_agent: str | None = None
+    # How a system actor (no person, no token) is named in the audit log: "cli", "leak report".
+    system_label: str = "system"
 
     @property
     def user(self) -> User | None:
@@ -37,7 +39,7 @@ class Actor:
     def label(self) -> str:
         if self.token is not None:
             return self.token.name
-        return self.membership.user.email if self.membership else "system"
+        return self.membership.user.email if self.membership else self.system_label
 
     @property
     def kind(self) -> str:
@@ -72,6 +74,18 @@ class Actor:
         return self.token.environment if self.token is not None else None
 
 
-def system_actor(organization: Organization) -> Actor:
+def system_actor(
+    organization: Organization,
+    label: str = "system",
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> Actor:
     """For the CLI, cron jobs and the leak reporter: no person, every permission."""
-    return Actor(organization=organization, membership=None)
+    return Actor(
+        organization=organization,
+        membership=None,
+        ip=ip,
+        user_agent=user_agent,
+        system_label=label,
+    )

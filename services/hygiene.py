@@ -1,0 +1,155 @@
+"""Token hygiene: tokens about to expire, tokens nobody uses, and the notices about them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from extensions import db
+from models import ApiToken, Organization, utcnow
+from services import audit
+from services.actor import system_actor
+
+EXPIRING_WITHIN = timedelta(days=7)
+UNUSED_FOR = timedelta(days=30)
+WEBHOOK_TIMEOUT_SECONDS = 5
+
+log = logging.getLogger(__name__)
+
+
+def is_expiring(token: ApiToken, now: datetime) -> bool:
+    return (
+        token.revoked_at is None
+        and token.expires_at is not None
+        and now < token.expires_at <= now + EXPIRING_WITHIN
+    )
+
+
+def is_unused(token: ApiToken, now: datetime) -> bool:
+    """Never used, or not used for 30 days, and old enough for that to mean something."""
+    if token.revoked_at is not None or token.created_at > now - UNUSED_FOR:
+        return False
+    return token.last_used_at is None or token.last_used_at <= now - UNUSED_FOR
+
+
+def expiring_filter(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        ApiToken.revoked_at.is_(None),
+        ApiToken.expires_at > now,
+        ApiToken.expires_at <= now + EXPIRING_WITHIN,
+    )
+
+
+def unused_filter(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        ApiToken.revoked_at.is_(None),
+        ApiToken.created_at <= now - UNUSED_FOR,
+        sa.or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - UNUSED_FOR),
+    )
+
+
+def webhook_secret(organization: Organization) -> str:
+    """The key an organization's webhook receiver verifies our signature with."""
+    key = current_app.config["TOKEN_HMAC_KEY"].encode()
+    return hmac.new(key, f"keysmith webhook {organization.id}".encode(), hashlib.sha256).hexdigest()
+
+
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """Stripe-style signature header value: t=<unix time>,v1=<HMAC-SHA256 of "t.body">."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def post_webhook(organization: Organization, payload: dict) -> bool:
+    """POST a signed JSON notice to the organization's webhook; False if it did not arrive."""
+    if not organization.webhook_url:
+        return False
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    request = urllib.request.Request(  # noqa: S310 - the policy validates http(s) URLs
+        organization.webhook_url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "Keysmith-Webhook/1",
+            "Keysmith-Signature": sign(body, webhook_secret(organization), int(time.time())),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+            return 200 <= response.status < 300
+    except OSError as exc:
+        log.warning("Webhook to organization %s failed: %s", organization.id, exc)
+        return False
+
+
+@dataclass
+class ExpiryNotices:
+    tokens: int = 0
+    webhooks: list[tuple[Organization, dict]] = field(default_factory=list)
+
+    def deliver(self) -> int:
+        """Post the webhook notices (after the caller committed); returns how many arrived."""
+        return sum(post_webhook(org, payload) for org, payload in self.webhooks)
+
+
+def notify_expiring(now: datetime | None = None) -> ExpiryNotices:
+    """Write one `token.expiring` event per token expiring within 7 days (once per token),
+    and prepare one notice per organization with a webhook, to `deliver()` after commit."""
+    now = now or utcnow()
+    due = db.session.scalars(
+        sa.select(ApiToken)
+        .where(expiring_filter(now), ApiToken.expiry_notified_at.is_(None))
+        .order_by(ApiToken.organization_id, ApiToken.expires_at)
+        .with_for_update(skip_locked=True)
+    ).all()
+    notices = ExpiryNotices(tokens=len(due))
+    by_org: dict[int, list[ApiToken]] = defaultdict(list)
+    for token in due:
+        by_org[token.organization_id].append(token)
+    for org_id, org_tokens in by_org.items():
+        organization = db.session.get(Organization, org_id)
+        actor = system_actor(organization, "expiry check")
+        for token in org_tokens:
+            token.expiry_notified_at = now
+            audit.record(
+                actor,
+                "token.expiring",
+                environment=token.environment,
+                target_type="token",
+                target_id=token.id,
+                target_label=token.name,
+                details={"expires_at": token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            )
+        db.session.flush()
+        if organization.webhook_url:
+            notices.webhooks.append(
+                (
+                    organization,
+                    {
+                        "type": "token.expiring",
+                        "organization": {"id": organization.id, "name": organization.name},
+                        "tokens": [
+                            {
+                                "id": t.id,
+                                "name": t.name,
+                                "environment": t.environment,
+                                "prefix": t.prefix,
+                                "expires_at": t.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            }
+                            for t in org_tokens
+                        ],
+                    },
+                )
+            )
+    return notices
