@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, render_template, request, url_for
 from flask_login import login_required
 
 from blueprints.web import current_org, is_htmx
@@ -144,7 +144,10 @@ def index():
     status = 400 if query.errors else 200
     # A history restore after Back asks for the whole page, not the fragment.
     if is_htmx() and request.headers.get("HX-History-Restore-Request") != "true":
-        return render_template("audit/_results.html", **context)
+        # Push a clean URL (no empty filters) so the view is easy to read and bookmark.
+        args = query.url_args()
+        clean = url_for("audit.index") + (f"?{args}" if args else "")
+        return render_template("audit/_results.html", **context), 200, {"HX-Push-Url": clean}
     return render_template("audit/index.html", choices=_choices(org), **context), status
 
 
