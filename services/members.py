@@ -160,7 +160,7 @@ def pending_invites(organization: Organization, now: datetime | None = None) -> 
     )
 
 
-def _owner_count(organization: Organization) -> int:
+def owner_count(organization: Organization) -> int:
     return (
         db.session.scalar(
             sa.select(sa.func.count())
@@ -413,7 +413,7 @@ def accept_invite_as_new_user(
 
 def _refuse_losing_last_owner(member: Membership) -> None:
     _lock_organization(member.organization)
-    if member.role == "owner" and _owner_count(member.organization) <= 1:
+    if member.role == "owner" and owner_count(member.organization) <= 1:
         raise Conflict(
             "An organization needs at least one owner. Make someone else an owner first."
         )

@@ -48,8 +48,10 @@ def _invites_context(actor: Actor, form: InviteForm | None = None, **extra):
     }
 
 
-def _row_context(actor: Actor, member: Membership, counts: dict[int, int], error=None):
+def _row_context(actor: Actor, member: Membership, counts: dict[int, int], owners: int, error=None):
     return {
+        # The last owner can be neither demoted nor removed, so offer neither.
+        "sole_owner": member.role == "owner" and owners <= 1,
         "m": member,
         "live_tokens": counts.get(member.user_id, 0),
         "can_act": member_service.can_act_on(actor, member),
@@ -63,9 +65,10 @@ def _row_context(actor: Actor, member: Membership, counts: dict[int, int], error
 def _members_page(actor: Actor, *, status: int = 200, row_errors=None, headers=None, **extra):
     org = actor.organization
     counts = member_service.live_token_counts(org)
+    memberships = list(db.session.scalars(member_service.members_of(org)))
+    owners = sum(m.role == "owner" for m in memberships)
     rows = [
-        _row_context(actor, m, counts, (row_errors or {}).get(m.id))
-        for m in db.session.scalars(member_service.members_of(org))
+        _row_context(actor, m, counts, owners, (row_errors or {}).get(m.id)) for m in memberships
     ]
     context = _invites_context(actor, **extra)
     return render_template("settings/members.html", rows=rows, **context), status, headers or {}
@@ -159,11 +162,10 @@ def change_role(member_id: int):
         flash(f"Your role is now {ROLE_LABELS[member.role]}.", "info")
         return redirect(url_for(".members"))
     if is_htmx():
-        counts = member_service.live_token_counts(actor.organization)
-        saved = error is None
-        return render_template(
-            "settings/_member_row.html", **_row_context(actor, member, counts, error), saved=saved
-        )
+        org = actor.organization
+        counts = member_service.live_token_counts(org)
+        context = _row_context(actor, member, counts, member_service.owner_count(org), error)
+        return render_template("settings/_member_row.html", **context, saved=error is None)
     if error is not None:
         return _members_page(actor, status=400, row_errors={member.id: error})
     flash(f"{member.user.name} is now {ROLE_LABELS[member.role]}.", "success")
