@@ -278,6 +278,8 @@ def cancel_invite(invite_: Invite, actor: Actor, *, now: datetime | None = None)
     _require_manager(actor)
     if invite_.organization_id != actor.organization.id:
         raise NotFound("No such invite in this organization.")
+    if invite_.role not in grantable_roles(actor):
+        raise Forbidden("Admins cannot cancel an invite to become an owner.")
     if invite_.accepted_at is not None:
         raise Conflict("This invite was already accepted.")
     if invite_.cancelled_at is not None:

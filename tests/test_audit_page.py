@@ -203,3 +203,13 @@ def test_audit_page_runs_the_same_queries_for_few_or_many_events(client, db, org
     db.session.commit()
     assert count() == few
     assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) > 60
+
+
+def test_sign_ins_and_failed_sign_ins_are_listed_without_the_password(client, db, org_with_events):
+    client.form("/login", {"email": "olive@example.com", "password": "wrong-password-typed"})
+    client.sign_in("olive@example.com")
+    html = client.get("/connections/audit-log?action=user.sign_in_failed").get_data(as_text=True)
+    assert "user.sign_in_failed" in html
+    csv_text = client.get("/connections/audit-log.csv").get_data(as_text=True)
+    assert "user.signed_in" in csv_text and "user.sign_in_failed" in csv_text
+    assert "wrong-password-typed" not in csv_text

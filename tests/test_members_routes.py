@@ -327,3 +327,21 @@ def test_admin_cannot_remove_an_owner_and_last_owner_stays(app, client, db, team
     assert response.status_code == 400
     assert "at least one owner" in response.get_data(as_text=True)
     assert db.session.get(Membership, owner.id) is not None
+
+
+def test_admin_cannot_cancel_an_owner_invite(app, client, db, team):
+    org, people = team
+    owner = app.test_client()
+    owner.sign_in("owner@example.com")
+    owner.form(
+        "/settings/members", {"email": "co@example.com", "role": "owner"}, page="/settings/members"
+    )
+    invite = db.session.scalar(sa.select(Invite))
+    client.sign_in("admin@example.com")
+    html = client.get("/settings/members").get_data(as_text=True)
+    assert "co@example.com" in html and "Cancel invite for co@example.com" not in html
+    response = client.form(
+        f"/settings/members/invites/{invite.id}/cancel", page="/settings/members"
+    )
+    assert response.status_code == 403
+    assert db.session.get(Invite, invite.id).cancelled_at is None

@@ -161,3 +161,14 @@ def test_service_validates_every_field_at_once(db, acme):
         "rate_limit",
         "webhook_url",
     }
+
+
+def test_policy_page_acts_on_the_current_organization_only(client, db, acme, make_org):
+    owner = db.session.scalar(sa.select(Membership).where(Membership.role == "owner"))
+    second = make_org(owner=owner.user, name="Second")
+    client.sign_in("olive@example.com")
+    client.form(f"/organizations/{second.id}/switch", page="/settings/policy")
+    assert "Second" in client.get("/settings/policy").get_data(as_text=True)
+    client.form("/settings/policy", GOOD, page="/settings/policy")
+    assert db.session.get(Organization, second.id).max_live_tokens == 2
+    assert db.session.get(Organization, acme.id).max_live_tokens == 100
