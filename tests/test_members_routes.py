@@ -345,3 +345,18 @@ def test_admin_cannot_cancel_an_owner_invite(app, client, db, team):
     )
     assert response.status_code == 403
     assert db.session.get(Invite, invite.id).cancelled_at is None
+
+
+def test_invite_error_over_htmx_keeps_what_was_typed_in_the_fragment(client, db, team):
+    client.sign_in("owner@example.com")
+    response = client.form(
+        "/settings/members",
+        {"email": "member@example.com", "role": "admin"},
+        page="/settings/members",
+        headers={"HX-Request": "true"},
+    )
+    html = response.get_data(as_text=True)
+    assert "<html" not in html and 'id="invites"' in html
+    assert "already a member" in html and 'value="member@example.com"' in html
+    assert 'id="invite-link"' not in html
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Invite)) == 0
