@@ -360,3 +360,12 @@ def test_invite_error_over_htmx_keeps_what_was_typed_in_the_fragment(client, db,
     assert "already a member" in html and 'value="member@example.com"' in html
     assert 'id="invite-link"' not in html
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Invite)) == 0
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_members_and_viewers_see_the_team_without_controls(client, team, role):
+    client.sign_in(f"{role}@example.com")
+    html = client.get("/settings/members").get_data(as_text=True)
+    assert "Tess Target" in html and "Olive Owner" in html
+    assert "Invite a teammate" not in html and "Remove…" not in html
+    assert 'name="role"' not in html

@@ -72,7 +72,7 @@ def _join(membership, message: str):
 def accept(token: str):
     try:
         invite = member_service.invite_for_link(token)
-    except (member_service.InviteGone, DomainError) as exc:
+    except DomainError as exc:
         if exc.status not in (404, 410):
             raise
         return _gone(exc)

@@ -80,6 +80,15 @@ def test_invite_accept_change_role_and_remove_with_revoked_tokens(browser, page,
     expect(
         guest.get_by_role("heading", name="This invitation can no longer be used")
     ).to_be_visible()
+    shot(guest, "used-link-phone")
+    # As a member, the team is visible but not editable.
+    guest.goto("/settings/members")
+    expect(guest.get_by_text("Olive Owner")).to_be_visible()
+    expect(guest.get_by_role("button", name="Create invite link")).to_have_count(0)
+    shot(guest, "members-as-member-phone")
+    guest.goto("/settings/policy")
+    expect(guest.get_by_text("Only owners and admins can change the key policy.")).to_be_visible()
+    shot(guest, "policy-read-only-phone")
 
     make_tokens(live_server, new_email, "Teamworks", "grace-deploy", "grace-metrics")
 
