@@ -1,18 +1,265 @@
-"""Settings → Members and Key policy (SPEC §1, §6). Placeholders until they land."""
+"""Settings → Members and Key policy (SPEC §1, §6).
 
-from flask import Blueprint, render_template
+Each page acts on the current organization only; members of another organization are 404.
+The same URL answers htmx with the swapped region and a plain form post with a whole page.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
+from blueprints.settings.forms import ROLE_LABELS, InviteForm, PolicyForm, RoleForm, role_choices
+from blueprints.web import current_actor, current_membership, current_org, is_htmx, role_required
+from extensions import db
+from models import Membership
+from services import members as member_service
+from services import policy as policy_service
+from services.actor import Actor
+from services.errors import Conflict, ValidationFailed
+
 bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@bp.app_context_processor
+def role_labels():
+    return {"role_labels": ROLE_LABELS}
+
+
+# ---------------------------------------------------------------- members
+
+
+def _invite_form(actor: Actor) -> InviteForm:
+    form = InviteForm()
+    form.role.choices = role_choices(member_service.grantable_roles(actor))
+    return form
+
+
+def _invites_context(actor: Actor, form: InviteForm | None = None, **extra):
+    org = actor.organization
+    return {
+        "actor": actor,
+        "is_manager": member_service.can_manage_members(actor),
+        "invite_form": form or _invite_form(actor),
+        "invites": list(db.session.scalars(member_service.pending_invites(org))),
+        **extra,
+    }
+
+
+def _row_context(actor: Actor, member: Membership, counts: dict[int, int], owners: int, error=None):
+    return {
+        # The last owner can be neither demoted nor removed, so offer neither.
+        "sole_owner": member.role == "owner" and owners <= 1,
+        "m": member,
+        "live_tokens": counts.get(member.user_id, 0),
+        "can_act": member_service.can_act_on(actor, member),
+        "grantable": member_service.grantable_roles(actor),
+        "row_error": error,
+        "actor": actor,
+        "is_manager": member_service.can_manage_members(actor),
+    }
+
+
+def _members_page(actor: Actor, *, status: int = 200, row_errors=None, headers=None, **extra):
+    org = actor.organization
+    counts = member_service.live_token_counts(org)
+    memberships = list(db.session.scalars(member_service.members_of(org)))
+    owners = sum(m.role == "owner" for m in memberships)
+    rows = [
+        _row_context(actor, m, counts, owners, (row_errors or {}).get(m.id)) for m in memberships
+    ]
+    context = _invites_context(actor, **extra)
+    return render_template("settings/members.html", rows=rows, **context), status, headers or {}
 
 
 @bp.get("/members")
 @login_required
 def members():
-    return render_template("settings/members.html")
+    return _members_page(current_actor())
 
 
-@bp.get("/policy")
+@bp.post("/members")
+@login_required
+@role_required("admin")
+def invite():
+    actor = current_actor()
+    form = _invite_form(actor)
+    # Let the service name a role above one's own, rather than WTForms' "not a valid choice".
+    form.role.choices = role_choices(ROLE_LABELS)
+    invite_link = None
+    status = 400
+    if form.validate_on_submit():
+        try:
+            invite, secret = member_service.invite(
+                actor.organization, actor, email=form.email.data, role=form.role.data
+            )
+        except ValidationFailed as exc:
+            db.session.rollback()
+            for field, message in exc.details.items():
+                getattr(form, field).errors.append(message)
+        else:
+            db.session.commit()
+            invite_link = url_for("invites.accept", token=secret, _external=True)
+            invited = {"email": invite.email, "role": invite.role, "expires_at": invite.expires_at}
+            status = 200
+            form = _invite_form(actor)
+            form.email.data = ""
+    form.role.choices = role_choices(member_service.grantable_roles(actor))
+    extra = {"invite_link": invite_link, "invited": invited if invite_link else None}
+    # The link is a credential: never cache the response that carries it.
+    headers = NO_STORE if invite_link else {}
+    if is_htmx():
+        html = render_template("settings/_invites.html", **_invites_context(actor, form, **extra))
+        return html, 200, headers
+    return _members_page(actor, status=status, headers=headers, invite_form=form, **extra)
+
+
+@bp.post("/members/invites/<int:invite_id>/cancel")
+@login_required
+@role_required("admin")
+def cancel_invite(invite_id: int):
+    actor = current_actor()
+    invite = member_service.get_invite_or_404(actor.organization, invite_id)
+    try:
+        member_service.cancel_invite(invite, actor)
+    except Conflict as exc:
+        db.session.rollback()
+        flash(exc.message, "danger")
+    else:
+        db.session.commit()
+        flash(f"The invite for {invite.email} was cancelled; its link no longer works.", "info")
+    if is_htmx():
+        return render_template("settings/_invites.html", **_invites_context(actor))
+    return redirect(url_for(".members"))
+
+
+@bp.post("/members/<int:member_id>/role")
+@login_required
+@role_required("admin")
+def change_role(member_id: int):
+    actor = current_actor()
+    member = member_service.get_member_or_404(actor.organization, member_id)
+    form = RoleForm()
+    error, old_role = None, member.role
+    if not form.validate_on_submit():
+        error = "; ".join(e for errs in form.errors.values() for e in errs) or "Choose a role."
+    else:
+        try:
+            member_service.change_role(member, actor, role=form.role.data)
+        except (ValidationFailed, Conflict) as exc:
+            db.session.rollback()
+            error = " ".join(exc.details.values()) or exc.message
+        else:
+            db.session.commit()
+    if error is not None:
+        db.session.refresh(member)
+    if member.user_id == actor.user_id and error is None and member.role != old_role:
+        # Demoting oneself changes what the page may show: reload it whole.
+        if is_htmx():
+            return "", 200, {"HX-Redirect": url_for(".members")}
+        flash(f"Your role is now {ROLE_LABELS[member.role]}.", "info")
+        return redirect(url_for(".members"))
+    if is_htmx():
+        org = actor.organization
+        counts = member_service.live_token_counts(org)
+        context = _row_context(actor, member, counts, member_service.owner_count(org), error)
+        return render_template("settings/_member_row.html", **context, saved=error is None)
+    if error is not None:
+        return _members_page(actor, status=400, row_errors={member.id: error})
+    flash(f"{member.user.name} is now {ROLE_LABELS[member.role]}.", "success")
+    return redirect(url_for(".members"))
+
+
+@bp.get("/members/<int:member_id>/remove")
+@login_required
+@role_required("admin")
+def confirm_remove(member_id: int):
+    actor = current_actor()
+    member = member_service.get_member_or_404(actor.organization, member_id)
+    return _remove_page(actor, member)
+
+
+def _remove_page(actor: Actor, member: Membership, error: str | None = None, status: int = 200):
+    return render_template(
+        "settings/remove.html",
+        m=member,
+        tokens=member_service.tokens_created_by(member),
+        can_act=member_service.can_act_on(actor, member),
+        error=error,
+        is_self=member.user_id == actor.user_id,
+    ), status
+
+
+@bp.post("/members/<int:member_id>/remove")
+@login_required
+@role_required("admin")
+def remove(member_id: int):
+    actor = current_actor()
+    member = member_service.get_member_or_404(actor.organization, member_id)
+    name, is_self = member.user.name, member.user_id == actor.user_id
+    try:
+        revoked = member_service.remove_member(member, actor)
+    except Conflict as exc:
+        db.session.rollback()
+        return _remove_page(actor, member, exc.message, 400)
+    db.session.commit()
+    count = len(revoked)
+    flash(
+        f"{name} was removed. {count} token{'s' if count != 1 else ''} they created "
+        f"{'were' if count != 1 else 'was'} revoked.",
+        "success",
+    )
+    if is_self:
+        return redirect(url_for("main.index"))
+    return redirect(url_for(".members"))
+
+
+# ---------------------------------------------------------------- key policy
+
+
+@bp.route("/policy", methods=["GET", "POST"])
 @login_required
 def policy():
-    return render_template("settings/policy.html")
+    membership = current_membership()
+    actor = current_actor()
+    editable = policy_service.can_change_policy(actor)
+    if request.method == "POST" and not editable:
+        abort(403, "Only owners and admins can change the key policy.")
+    org = current_org()
+    form = PolicyForm(obj=org if request.method == "GET" else None)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.validate_on_submit():
+            try:
+                changes = policy_service.update_policy(
+                    org,
+                    actor,
+                    max_live_tokens=form.max_live_tokens.data,
+                    max_lifetime_days=form.max_lifetime_days.data,
+                    allow_never_expires=bool(form.allow_never_expires.data),
+                    rate_limit=form.rate_limit.data,
+                    webhook_url=form.webhook_url.data,
+                )
+            except ValidationFailed as exc:
+                db.session.rollback()
+                for field, message in exc.details.items():
+                    getattr(form, field).errors.append(message)
+            else:
+                db.session.commit()
+                flash(
+                    "Key policy saved. New tokens follow it from now on."
+                    if changes
+                    else "Nothing changed.",
+                    "success" if changes else "info",
+                )
+                return redirect(url_for(".policy"))
+    return render_template(
+        "settings/policy.html",
+        form=form,
+        editable=editable,
+        policy=policy_service.policy_of(org),
+        role=membership.role if membership else None,
+    ), status
