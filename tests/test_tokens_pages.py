@@ -387,7 +387,7 @@ def test_member_acts_on_own_tokens_only(client, org, token, make_member, db):
     member = make_member(org, role="member")
     client.sign_in(member.user.email)
     html = client.get(PAGE).get_data(as_text=True)
-    assert f"Actions for deploy" not in html
+    assert "Actions for deploy" not in html
     assert action(client, token.id, "suspend").status_code == 403
     assert client.form(PAGE, create_form(name="mine"), page=PAGE).status_code == 200
     mine = db.session.scalar(sa.select(ApiToken).where(ApiToken.name == "mine"))
