@@ -11,11 +11,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from models import SCOPES, Organization
 from services import tokens
 
-ROLE_CHOICES = [
-    ("admin", "Admin: everything, including members' data"),
-    ("writer", "Writer: read, and create or change tokens"),
-    ("viewer", "Viewer: read only"),
-]
+ROLE_CHOICES = [("admin", "Admin"), ("writer", "Writer"), ("viewer", "Viewer")]
 TYPE_CHOICES = [
     ("generic", "Generic"),
     ("ci", "CI"),
@@ -32,7 +28,7 @@ EXPIRY_LABELS = {
     tokens.EXPIRY_NEVER: "Never",
 }
 GRACE_CHOICES = [
-    ("0", "None: the old secret stops now"),
+    ("0", "None"),
     ("3600", "1 hour"),
     ("86400", "24 hours"),
     (str(7 * 86400), "7 days"),
@@ -57,7 +53,11 @@ class CreateTokenForm(FlaskForm):
     )
     environment = HiddenField()
     role = SelectField(
-        "Access", choices=_choices(ROLE_CHOICES), default="writer", validate_choice=False
+        "Access",
+        choices=_choices(ROLE_CHOICES),
+        default="writer",
+        validate_choice=False,
+        description="Admin: everything. Writer: read, and change tokens. Viewer: read only.",
     )
     scopes = CheckboxesField(
         "Scopes",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -199,7 +202,18 @@ def test_token_life_without_javascript(nojs_page, shot, environment):
     shot(page, "token-page")
 
 
-def test_token_page_and_phone_width(page, shot):
+def _add_usage(live_server, token_id: str, counts: dict[int, int]) -> None:
+    """Requests per day as the usage roll-up would have written them (days ago → count)."""
+    database = live_server.env["DATABASE_URL"].removeprefix("sqlite:///")
+    today = datetime.now(UTC).date()
+    with closing(sqlite3.connect(database)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO token_usage (token_id, day, count) VALUES (?, ?, ?)",
+            [(token_id, (today - timedelta(days=d)).isoformat(), n) for d, n in counts.items()],
+        )
+
+
+def test_token_page_and_phone_width(page, shot, live_server):
     sign_up(page)
     page.goto("/connections/api-tokens")
     page.get_by_role("link", name="+ Add").click()
@@ -227,6 +241,10 @@ def test_token_page_and_phone_width(page, shot):
     page.goto("/connections/api-tokens")
     page.get_by_role("link", name="Admin key").click()
     expect(page.get_by_role("heading", name="Admin key")).to_be_visible()
+    token_id = page.url.rsplit("/", 1)[1]
+    _add_usage(live_server, token_id, {0: 120, 1: 80, 2: 95, 5: 30, 12: 200, 29: 7})
+    page.reload()
     expect(page.locator("svg.usage-chart rect")).to_have_count(30)
+    expect(page.get_by_text("last 30 days · 532 in all")).to_be_visible()
     expect(page.get_by_text("token.created")).to_be_visible()
     shot(page, "token-page")
