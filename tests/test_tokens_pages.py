@@ -452,3 +452,22 @@ def test_token_page_of_another_organization_is_404(signed_in, make_org, make_tok
     other, _ = make_token(make_org(name="Other"))
     assert signed_in.get(f"{PAGE}/{other.id}").status_code == 404
     assert signed_in.get(f"{PAGE}/{other.id}/revoke").status_code == 404
+
+
+def test_viewer_sees_the_token_page_without_the_revoke_link(client, org, token, make_member):
+    viewer = make_member(org, role="viewer")
+    client.sign_in(viewer.user.email)
+    html = client.get(f"{PAGE}/{token.id}").get_data(as_text=True)
+    assert "deploy" in html and "Revoke…" not in html
+    assert client.get(f"{PAGE}/{token.id}/revoke").status_code == 403
+
+
+def test_revoke_confirm_page_posts_a_real_revocation(signed_in, token, db):
+    html = signed_in.get(f"{PAGE}/{token.id}/revoke").get_data(as_text=True)
+    token_value = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    response = signed_in.post(
+        f"{PAGE}/{token.id}/revoke", data={"csrf_token": token_value, "environment": "sandbox"}
+    )
+    assert response.status_code == 200 and "Revoked “deploy”" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(ApiToken, token.id).revoked_at is not None

@@ -230,6 +230,8 @@ def _row_or_page(token: ApiToken, *, status: int = 200, secret: str | None = Non
             **context,
         )
         return html, status
+    if is_htmx():
+        context.pop("notice", None)  # the panel says it; a notice would outlive later swaps
     html, status = _page(
         token.environment,
         status=status,
