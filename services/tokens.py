@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from models import (
     TOKEN_TYPES,
     ApiToken,
     Organization,
+    TokenUsage,
     utcnow,
 )
 from services import audit
@@ -45,6 +47,9 @@ EXPIRY_CHOICES_DAYS = (30, 60, 90, 180, 365)
 GRACE_CHOICES_SECONDS = (0, 3600, 86400, 7 * 86400)
 MAX_GRACE_SECONDS = 7 * 86400
 ROLE_ALIASES = {"recorder": "writer"}
+# What a form's `expires_in_days` may say besides a number of days.
+EXPIRY_CUSTOM, EXPIRY_NEVER = "custom", "never"
+USAGE_DAYS = 30
 
 
 class _Unset:
@@ -73,6 +78,50 @@ def get_token_or_404(
     if token is None:
         raise NotFound("No such token.")
     return token
+
+
+@dataclass
+class TokenGroups:
+    """One environment's tokens as the page shows them: live ones by role, then revoked."""
+
+    by_role: dict[str, list[ApiToken]] = field(default_factory=dict)
+    revoked: list[ApiToken] = field(default_factory=list)
+
+    @property
+    def live_count(self) -> int:
+        return sum(len(group) for group in self.by_role.values())
+
+    @property
+    def is_empty(self) -> bool:
+        return self.live_count == 0 and not self.revoked
+
+
+def grouped_tokens(organization: Organization, environment: str) -> TokenGroups:
+    """One query, grouped in Python: the page's statement count does not grow with its rows."""
+    groups = TokenGroups(by_role={role: [] for role in TOKEN_ROLES})
+    for token in db.session.scalars(tokens_of(organization, environment)):
+        if token.is_revoked:
+            groups.revoked.append(token)
+        else:
+            groups.by_role[token.role].append(token)
+    groups.revoked.sort(key=lambda t: t.revoked_at or t.created_at, reverse=True)
+    return groups
+
+
+def requests_per_day(
+    token: ApiToken, *, days: int = USAGE_DAYS, today: date | None = None
+) -> list[tuple[date, int]]:
+    """Requests of each of the last `days` days (oldest first, today last), 0 where none."""
+    today = today or utcnow().date()
+    first = today - timedelta(days=days - 1)
+    counts = dict(
+        db.session.execute(
+            sa.select(TokenUsage.day, TokenUsage.count).where(
+                TokenUsage.token_id == token.id, TokenUsage.day >= first, TokenUsage.day <= today
+            )
+        ).all()
+    )
+    return [(day, int(counts.get(day, 0))) for day in (first + timedelta(n) for n in range(days))]
 
 
 def live_token_count(organization: Organization, now: datetime) -> int:
@@ -162,6 +211,61 @@ def _check_expiry(organization: Organization, expires_at: datetime | None, now: 
         )
 
 
+def parse_environment(value: object) -> str:
+    """`sandbox` or `production`, else ValidationFailed."""
+    return _check_choice("environment", value, ENVIRONMENTS)
+
+
+def expiry_choices(organization: Organization) -> list[str]:
+    """What a form may offer for `expires_in_days` under this organization's policy."""
+    days = [str(d) for d in EXPIRY_CHOICES_DAYS if d <= organization.max_lifetime_days]
+    return [*days, EXPIRY_CUSTOM] + ([EXPIRY_NEVER] if organization.allow_never_expires else [])
+
+
+def expiry_from_choice(
+    organization: Organization,
+    expires_in_days: object,
+    expires_at: date | None = None,
+    *,
+    now: datetime | None = None,
+) -> datetime | None:
+    """The expiry a form asked for: a number of days, a custom date (expiring at 00:00 UTC
+    of that day), or never (None). Checked against the policy; ValidationFailed otherwise."""
+    now = now or utcnow()
+    if expires_in_days == EXPIRY_NEVER:
+        _check_expiry(organization, None, now)
+        return None
+    if expires_in_days == EXPIRY_CUSTOM:
+        if not isinstance(expires_at, date):
+            raise ValidationFailed(details={"expires_at": "Pick the date the token expires."})
+        moment = datetime.combine(expires_at, time(0, 0), tzinfo=UTC)
+        _check_expiry(organization, moment, now)
+        return moment
+    days = int(expires_in_days) if str(expires_in_days).isdigit() else None
+    if days not in EXPIRY_CHOICES_DAYS:
+        raise ValidationFailed(
+            details={
+                "expires_in_days": "Choose 30, 60, 90, 180 or 365 days, a custom date, or never."
+            }
+        )
+    moment = expiry_from_days(days, now)
+    try:
+        _check_expiry(organization, moment, now)
+    except ValidationFailed as exc:
+        raise ValidationFailed(details={"expires_in_days": exc.details["expires_at"]}) from exc
+    return moment
+
+
+def grace_from_choice(value: object) -> int:
+    """A form's grace period (seconds, as text) among the choices offered: none, 1 h, 24 h, 7 d."""
+    seconds = int(value) if isinstance(value, str) and value.isdigit() else value
+    if seconds not in GRACE_CHOICES_SECONDS:
+        raise ValidationFailed(
+            details={"grace_period_seconds": "Choose none, 1 hour, 24 hours or 7 days."}
+        )
+    return seconds  # type: ignore[return-value]
+
+
 def expiry_from_days(days: int | None, now: datetime | None = None) -> datetime | None:
     """`expires_in_days` of the forms and API: None means never."""
     if days is None:
@@ -186,6 +290,16 @@ def _collect(*checks: Any) -> list[Any]:
 # ---------------------------------------------------------------- permissions
 
 
+def may_create(actor: Actor) -> bool:
+    """May this actor create tokens at all? (Viewers may not; SPEC §1.)"""
+    return actor.has_scope("tokens:write")
+
+
+def require_may_create(actor: Actor) -> None:
+    if not may_create(actor):
+        raise Forbidden("You may not create or change tokens.")
+
+
 def _require_write(actor: Actor, environment: str) -> None:
     if not actor.has_scope("tokens:write"):
         raise Forbidden("You may not create or change tokens.")
@@ -200,6 +314,11 @@ def can_manage(actor: Actor, token: ApiToken) -> bool:
     if actor.token is not None and actor.token.environment != token.environment:
         return False
     return actor.manages_all_tokens or token.created_by_user_id == actor.user_id
+
+
+def require_manage(actor: Actor, token: ApiToken) -> None:
+    """NotFound for another environment's token seen through a token, Forbidden if not allowed."""
+    _require_manage(actor, token)
 
 
 def _require_manage(actor: Actor, token: ApiToken) -> None:
@@ -270,17 +389,19 @@ def create_token(
 ) -> tuple[ApiToken, str]:
     """Make a token; returns it with its secret, which the caller shows once and forgets."""
     now = now or utcnow()
-    name, environment, role, type_ = _collect(
+    # Permission first: a viewer learns nothing from validation messages.
+    require_may_create(actor)
+    name, environment, role, type_, _ = _collect(
         lambda: normalize_name(name),
         lambda: _check_choice("environment", environment, ENVIRONMENTS),
         lambda: normalize_role(role),
         lambda: _check_choice("type", type, TOKEN_TYPES),
+        lambda: _check_expiry(organization, expires_at, now),
     )
     (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
     _require_write(actor, environment)
     _check_role_ceiling(actor, role)
     _check_scope_ceiling(actor, role, scopes)
-    _check_expiry(organization, expires_at, now)
 
     _lock_organization(organization)
     if live_token_count(organization, now) >= organization.max_live_tokens:
@@ -318,11 +439,58 @@ def create_token(
     return token, secret
 
 
+def create_token_from_form(
+    organization: Organization,
+    actor: Actor,
+    *,
+    name: object,
+    environment: object,
+    role: object,
+    scopes: object,
+    type: object,  # noqa: A002 - the SPEC's field name
+    expires_in_days: object,
+    expires_at: date | None = None,
+    now: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """create_token() for the page's form: every field's error at once, expiry as chosen."""
+    now = now or utcnow()
+    require_may_create(actor)
+    expiry = None
+    details: dict[str, str] = {}
+    try:
+        expiry = expiry_from_choice(organization, expires_in_days, expires_at, now=now)
+    except ValidationFailed as exc:
+        details.update(exc.details)
+    try:
+        _collect(
+            lambda: normalize_name(name),
+            lambda: parse_environment(environment),
+            lambda: normalize_scopes(scopes, normalize_role(role)),
+            lambda: _check_choice("type", type, TOKEN_TYPES),
+        )
+    except ValidationFailed as exc:
+        details = {**exc.details, **details}
+    if details:
+        raise ValidationFailed(details=details)
+    return create_token(
+        organization,
+        actor,
+        name=name,
+        environment=environment,
+        role=role,
+        scopes=scopes,
+        type=type,
+        expires_at=expiry,
+        now=now,
+    )
+
+
 def rotate_token(
     token: ApiToken, actor: Actor, *, grace_seconds: object = 0, now: datetime | None = None
 ) -> str:
     """A new secret for the same token; the old one works for `grace_seconds` more."""
     now = now or utcnow()
+    _require_manage(actor, token)
     if (
         isinstance(grace_seconds, bool)
         or not isinstance(grace_seconds, int)
@@ -334,7 +502,6 @@ def rotate_token(
                 f"from 0 to {MAX_GRACE_SECONDS} (7 days)."
             }
         )
-    _require_manage(actor, token)
     if token.is_revoked:
         raise Conflict("A revoked token cannot be rotated.")
     secret = token_secrets.new_secret(token.environment, token.id)

@@ -1,12 +1,305 @@
-"""Connections → API tokens (SPEC §3). Placeholder until the token page lands."""
+"""Connections → API tokens (SPEC §3): one URL answers a whole page or, to htmx, a fragment.
 
-from flask import Blueprint, render_template
+Views load and authorise through get_token_or_404, call one service, commit once, render.
+Every rule is in services/tokens.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Blueprint, render_template, request
 from flask_login import login_required
 
+from blueprints.tokens.forms import (
+    GRACE_CHOICES,
+    TYPE_CHOICES,
+    CreateTokenForm,
+    RenameForm,
+    RotateForm,
+)
+from blueprints.web import current_actor, current_org, is_htmx
+from extensions import db
+from models import ApiToken
+from services import audit, tokens
+from services.actor import Actor
+from services.errors import DomainError, ValidationFailed
+
 bp = Blueprint("tokens", __name__, url_prefix="/connections/api-tokens")
+
+ROLE_TITLES = {
+    "admin": ("Admin", "Full access, including members' data and the audit log."),
+    "writer": ("Writer", "Reads everything and creates or changes tokens."),
+    "viewer": ("Viewer", "Read only."),
+}
+STATUS_LABELS = {
+    "active": "Active",
+    "inactive": "Suspended",
+    "expired": "Expired",
+    "revoked": "Revoked",
+}
+
+
+@bp.after_request
+def no_store_after_posts(response):
+    # A POST here may answer with a secret: no cache (browser, proxy, back button) may keep it.
+    if request.method == "POST":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.context_processor
+def token_page_labels() -> dict:
+    return {
+        "role_titles": ROLE_TITLES,
+        "status_labels": STATUS_LABELS,
+        "type_labels": dict(TYPE_CHOICES),
+        "grace_choices": GRACE_CHOICES,
+    }
+
+
+# ---------------------------------------------------------------- pages
 
 
 @bp.get("")
 @login_required
 def index():
-    return render_template("tokens/index.html")
+    return _page(_environment_arg())
+
+
+@bp.get("/new")
+@login_required
+def new():
+    environment = _environment_arg()
+    tokens.require_may_create(current_actor())
+    form = _create_form(environment)
+    if is_htmx():
+        return render_template("tokens/_create_form.html", form=form, environment=environment)
+    return _page(environment, form=form)
+
+
+@bp.post("")
+@login_required
+def create():
+    organization, actor = current_org(), current_actor()
+    tokens.require_may_create(actor)
+    form = _create_form()
+    environment = _environment_or_default(form.environment.data)
+    if form.validate():
+        try:
+            token, secret = tokens.create_token_from_form(
+                organization,
+                actor,
+                name=form.name.data,
+                environment=form.environment.data,
+                role=form.role.data,
+                scopes=form.scopes.data,
+                type=form.type.data,
+                expires_in_days=form.expires_in_days.data,
+                expires_at=form.expires_at.data,
+            )
+        except DomainError as error:
+            if error.status != 400:
+                raise
+            db.session.rollback()
+            _show_errors(form, error)
+        else:
+            db.session.commit()
+            return _page(environment, secret=secret, secret_token=token, fragment=is_htmx())
+    # htmx gets the region with the form and its errors; app.js swaps this 400 in.
+    return _page(environment, form=form, status=400, fragment=is_htmx())
+
+
+@bp.get("/<token_id>")
+@login_required
+def show(token_id: str):
+    organization = current_org()
+    token = tokens.get_token_or_404(organization, None, token_id)
+    events = db.session.scalars(audit.events_of(organization, target_id=token.id).limit(100))
+    return render_template(
+        "tokens/show.html",
+        token=token,
+        usage=tokens.requests_per_day(token),
+        events=list(events),
+        can_manage=tokens.can_manage(current_actor(), token),
+    )
+
+
+@bp.get("/<token_id>/revoke")
+@login_required
+def confirm_revoke(token_id: str):
+    token = tokens.get_token_or_404(current_org(), request.args.get("environment"), token_id)
+    tokens.require_manage(current_actor(), token)
+    return render_template("tokens/confirm_revoke.html", token=token)
+
+
+# ---------------------------------------------------------------- inline actions
+
+
+@bp.post("/<token_id>/rotate")
+@login_required
+def rotate(token_id: str):
+    form = RotateForm()
+    return _act(
+        token_id,
+        "rotate",
+        lambda token, actor: tokens.rotate_token(
+            token, actor, grace_seconds=tokens.grace_from_choice(form.grace_period_seconds.data)
+        ),
+    )
+
+
+@bp.post("/<token_id>/rename")
+@login_required
+def rename(token_id: str):
+    form = RenameForm()
+    return _act(
+        token_id,
+        "rename",
+        lambda token, actor: tokens.rename_token(token, actor, name=form.name.data),
+        typed=form.name.data,
+    )
+
+
+@bp.post("/<token_id>/suspend")
+@login_required
+def suspend(token_id: str):
+    return _act(token_id, "suspend", tokens.suspend_token)
+
+
+@bp.post("/<token_id>/resume")
+@login_required
+def resume(token_id: str):
+    return _act(token_id, "resume", tokens.resume_token)
+
+
+@bp.post("/<token_id>/revoke")
+@login_required
+def revoke(token_id: str):
+    return _act(token_id, "revoke", tokens.revoke_token)
+
+
+NOTICES = {
+    "rotate": "Rotated “{name}”.",
+    "rename": "Renamed to “{name}”.",
+    "suspend": "Suspended “{name}”: requests with it now get 401 until you resume it.",
+    "resume": "Resumed “{name}”.",
+    "revoke": "Revoked “{name}”. It stays listed under Revoked for the record.",
+}
+
+
+def _act(
+    token_id: str,
+    action: str,
+    change: Callable[[ApiToken, Actor], object],
+    *,
+    typed: str | None = None,
+):
+    """Load in scope (another org's or environment's id → 404), authorise, change, answer."""
+    organization, actor = current_org(), current_actor()
+    token = tokens.get_token_or_404(organization, request.form.get("environment") or None, token_id)
+    tokens.require_manage(actor, token)
+    try:
+        result = change(token, actor)
+    except DomainError as error:
+        if error.status != 400:
+            raise
+        db.session.rollback()
+        message = next(iter(error.details.values()), error.message)
+        row_error = {"token_id": token.id, "action": action, "message": message, "value": typed}
+        return _row_or_page(token, status=400, row_error=row_error)
+    db.session.commit()
+    secret = result if isinstance(result, str) else None
+    return _row_or_page(token, secret=secret, notice=NOTICES[action].format(name=token.name))
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _row_or_page(token: ApiToken, *, status: int = 200, secret: str | None = None, **context):
+    """htmx: the row alone, swapped in place; with a new secret, the region (row and panel).
+
+    A plain form post: the whole page.
+    """
+    if is_htmx() and secret is None:
+        actor = current_actor()
+        html = render_template(
+            "tokens/_row.html",
+            token=token,
+            can_manage=lambda t: tokens.can_manage(actor, t),
+            **context,
+        )
+        return html, status
+    if is_htmx():
+        context.pop("notice", None)  # the panel says it; a notice would outlive later swaps
+    html, status = _page(
+        token.environment,
+        status=status,
+        fragment=is_htmx(),
+        secret=secret,
+        secret_token=token,
+        rotated=True,
+        **context,
+    )
+    headers = {"HX-Retarget": "#tokens-region", "HX-Reswap": "outerHTML"} if is_htmx() else {}
+    return html, status, headers
+
+
+def _page(
+    environment: str,
+    *,
+    status: int = 200,
+    fragment: bool = False,
+    form: CreateTokenForm | None = None,
+    **context,
+):
+    organization, actor = current_org(), current_actor()
+    template = "tokens/_region.html" if fragment else "tokens/index.html"
+    html = render_template(
+        template,
+        environment=environment,
+        groups=tokens.grouped_tokens(organization, environment),
+        may_create=tokens.may_create(actor),
+        can_manage=lambda t: tokens.can_manage(actor, t),
+        form=form,
+        **context,
+    )
+    return html, status
+
+
+def _create_form(environment: str | None = None) -> CreateTokenForm:
+    form = CreateTokenForm()
+    form.offer_expiries(current_org())
+    if environment is not None and not form.is_submitted():
+        form.environment.data = environment
+    return form
+
+
+def _show_errors(form: CreateTokenForm, error: DomainError) -> None:
+    """Put each field's error beside its field; the rest above the form."""
+    for name, message in error.details.items():
+        if name == "expires_at" and form.expires_in_days.data != tokens.EXPIRY_CUSTOM:
+            name = "expires_in_days"
+        field = form._fields.get(name)
+        if field is not None and name not in ("environment", "csrf_token"):
+            field.errors = [*field.errors, message]
+        else:
+            form.form_errors.append(message)
+    if not error.details:
+        form.form_errors.append(error.message)
+
+
+def _environment_arg() -> str:
+    try:
+        return tokens.parse_environment(request.args.get("environment", "sandbox"))
+    except ValidationFailed as error:
+        raise ValidationFailed(
+            "There is no such environment. Choose Sandbox or Production."
+        ) from error
+
+
+def _environment_or_default(value: object) -> str:
+    try:
+        return tokens.parse_environment(value)
+    except ValidationFailed:
+        return "sandbox"

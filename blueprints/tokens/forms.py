@@ -1,0 +1,92 @@
+"""The token page's forms: CSRF and rendering. The rules live in services/tokens.py."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, HiddenField, SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from models import SCOPES, Organization
+from services import tokens
+
+ROLE_CHOICES = [("admin", "Admin"), ("writer", "Writer"), ("viewer", "Viewer")]
+TYPE_CHOICES = [
+    ("generic", "Generic"),
+    ("ci", "CI"),
+    ("integration", "Integration"),
+    ("onboarding", "Onboarding"),
+]
+EXPIRY_LABELS = {
+    "30": "30 days",
+    "60": "60 days",
+    "90": "90 days",
+    "180": "180 days",
+    "365": "1 year",
+    tokens.EXPIRY_CUSTOM: "Custom date…",
+    tokens.EXPIRY_NEVER: "Never",
+}
+GRACE_CHOICES = [
+    ("0", "None"),
+    ("3600", "1 hour"),
+    ("86400", "24 hours"),
+    (str(7 * 86400), "7 days"),
+]
+
+
+def _choices(pairs: list[tuple[str, str]]) -> list[SelectChoice]:
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+class CheckboxesField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class CreateTokenForm(FlaskForm):
+    # Choices are not checked here: the service checks them and names the field that is wrong.
+    name = StringField(
+        "Name",
+        description="Say where it is used, e.g. “GitHub Actions deploy”.",
+        render_kw={"maxlength": tokens.NAME_MAX, "autocomplete": "off", "required": True},
+    )
+    environment = HiddenField()
+    role = SelectField(
+        "Access",
+        choices=_choices(ROLE_CHOICES),
+        default="writer",
+        validate_choice=False,
+        description="Admin: everything. Writer: read, and change tokens. Viewer: read only.",
+    )
+    scopes = CheckboxesField(
+        "Scopes",
+        choices=_choices([(s, s) for s in SCOPES]),
+        validate_choice=False,
+        description="Optional. Leave empty for everything the access level allows.",
+    )
+    type = SelectField(
+        "Type", choices=_choices(TYPE_CHOICES), default="generic", validate_choice=False
+    )
+    expires_in_days = SelectField("Expires", default="90", validate_choice=False)
+    expires_at = DateField("Expiry date", validators=[Optional()])
+
+    def offer_expiries(self, organization: Organization) -> None:
+        self.expires_in_days.choices = _choices(
+            [(value, EXPIRY_LABELS[value]) for value in tokens.expiry_choices(organization)]
+        )
+
+
+class RenameForm(FlaskForm):
+    name = StringField("New name", render_kw={"maxlength": tokens.NAME_MAX, "required": True})
+    environment = HiddenField()
+
+
+class RotateForm(FlaskForm):
+    grace_period_seconds = SelectField(
+        "Old secret keeps working for",
+        choices=_choices(GRACE_CHOICES),
+        default="0",
+        validate_choice=False,
+    )
+    environment = HiddenField()
