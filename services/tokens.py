@@ -41,6 +41,7 @@ from services.errors import (
     TokenLimitReached,
     ValidationFailed,
 )
+from services.network import parse_allowlist
 
 NAME_MAX = 100
 EXPIRY_CHOICES_DAYS = (30, 60, 90, 180, 365)
@@ -385,18 +386,20 @@ def create_token(
     scopes: object = None,
     type: object = "generic",  # noqa: A002 - the SPEC's field name
     expires_at: datetime | None = None,
+    allowed_ips: object = None,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Make a token; returns it with its secret, which the caller shows once and forgets."""
     now = now or utcnow()
     # Permission first: a viewer learns nothing from validation messages.
     require_may_create(actor)
-    name, environment, role, type_, _ = _collect(
+    name, environment, role, type_, _, allowed_ips = _collect(
         lambda: normalize_name(name),
         lambda: _check_choice("environment", environment, ENVIRONMENTS),
         lambda: normalize_role(role),
         lambda: _check_choice("type", type, TOKEN_TYPES),
         lambda: _check_expiry(organization, expires_at, now),
+        lambda: parse_allowlist(allowed_ips),
     )
     (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
     _require_write(actor, environment)
@@ -431,6 +434,7 @@ def create_token(
         created_by_user_id=actor.user_id,
         created_by_token_id=actor.token.id if actor.token is not None else None,
         created_by_label=actor.label,
+        allowed_ips=allowed_ips,
     )
     db.session.add(token)
     _flush_checking_name(token)
@@ -540,9 +544,11 @@ def update_token(
     role: object = UNSET,
     scopes: object = UNSET,
     expires_at: datetime | None | _Unset = UNSET,
+    allowed_ips: object = UNSET,
     now: datetime | None = None,
 ) -> ApiToken:
-    """Change any of name, active, role, scopes, expiry; one audit event per kind of change."""
+    """Change any of name, active, role, scopes, expiry, IP allowlist; one audit event per
+    kind of change."""
     now = now or utcnow()
     _require_manage(actor, token)
     if token.is_revoked:
@@ -553,6 +559,8 @@ def update_token(
         checks["name"] = lambda: normalize_name(name)
     if role is not UNSET:
         checks["role"] = lambda: normalize_role(role)
+    if allowed_ips is not UNSET:
+        checks["allowed_ips"] = lambda: parse_allowlist(allowed_ips)
     if active is not UNSET and not isinstance(active, bool):
         raise ValidationFailed(details={"active": "Active must be true or false."})
     values = dict(zip(checks, _collect(*checks.values()), strict=True))
@@ -586,6 +594,9 @@ def update_token(
             "to": _iso(expires_at),
         }
         token.expires_at = expires_at
+    if "allowed_ips" in values and values["allowed_ips"] != token.allowed_ips:
+        changes["allowed_ips"] = {"from": token.allowed_ips, "to": values["allowed_ips"]}
+        token.allowed_ips = values["allowed_ips"]
 
     state_action = None
     if active is not UNSET and active != token.active:

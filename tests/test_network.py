@@ -43,3 +43,26 @@ def test_too_many_entries_are_refused():
 )
 def test_ip_allowed(allowed, ip, expected):
     assert ip_allowed(allowed, ip) is expected
+
+
+def test_tokens_carry_an_allowlist_set_on_create_and_changed_with_an_audit_event(
+    db, make_org, make_token
+):
+    import sqlalchemy as sa
+
+    from models import AuditEvent
+    from services import tokens
+    from tests.conftest import owner_actor
+
+    org = make_org()
+    token, _ = make_token(org, allowed_ips="10.0.0.0/8 192.0.2.7")
+    assert token.allowed_ips == ["10.0.0.0/8", "192.0.2.7/32"]
+    tokens.update_token(token, owner_actor(org), allowed_ips="")
+    db.session.commit()
+    assert token.allowed_ips is None
+    event = db.session.scalars(
+        sa.select(AuditEvent).where(AuditEvent.action == "token.updated")
+    ).one()
+    assert event.details["allowed_ips"] == {"from": ["10.0.0.0/8", "192.0.2.7/32"], "to": None}
+    with pytest.raises(ValidationFailed):
+        tokens.update_token(token, owner_actor(org), allowed_ips="10.0.0.300")
