@@ -207,7 +207,9 @@ def _relative(value) -> str:
     future, seconds = seconds > 0, abs(seconds)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            count = int(seconds // size)
+            # Round what is ahead ("in 90 days" for a 90-day token made a moment ago),
+            # floor what is behind ("1 day ago" until two full days have passed).
+            count = round(seconds / size) if future else int(seconds // size)
             text = f"{count} {unit}{'s' if count != 1 else ''}"
             return f"in {text}" if future else f"{text} ago"
     return "in a moment" if future else "just now"
