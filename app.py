@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Any
@@ -55,8 +56,8 @@ def create_app(
 def _refuse_oversized_body() -> None:
     """413 for any body over MAX_CONTENT_LENGTH, whether or not the view reads it.
 
-    A declared length is checked as is; a chunked body (no Content-Length) is read up to
-    the limit, which raises 413 past it (the view then finds it cached).
+    A declared length is checked as is. A chunked body (no Content-Length) is read up to
+    one byte past the limit: over it, 413; within it, the view reads it from memory.
     """
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if limit is None:
@@ -65,8 +66,19 @@ def _refuse_oversized_body() -> None:
     if length is not None:
         if length > limit:
             abort(413)
-    elif request.environ.get("wsgi.input_terminated"):
-        request.get_data(cache=True)
+        return
+    environ = request.environ
+    if environ.get("wsgi.input_terminated"):
+        body, stream = bytearray(), environ["wsgi.input"]
+        while len(body) <= limit:
+            chunk = stream.read(limit + 1 - len(body))
+            if not chunk:
+                break
+            body.extend(chunk)
+        if len(body) > limit:
+            abort(413)
+        environ["wsgi.input"] = io.BytesIO(bytes(body))
+        environ["CONTENT_LENGTH"] = str(len(body))
 
 
 class _RedactTokens(logging.Filter):
