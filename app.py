@@ -71,7 +71,10 @@ def _refuse_oversized_body() -> None:
     if environ.get("wsgi.input_terminated"):
         body, stream = bytearray(), environ["wsgi.input"]
         while len(body) <= limit:
-            chunk = stream.read(limit + 1 - len(body))
+            try:
+                chunk = stream.read(limit + 1 - len(body))
+            except Exception:  # a malformed chunked body (each server has its own error)
+                abort(400)
             if not chunk:
                 break
             body.extend(chunk)
