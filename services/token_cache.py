@@ -103,12 +103,16 @@ class VerifiedToken:
 
 
 _FIELDS = tuple(f.name for f in fields(VerifiedToken))
-_SELECT = sa.select(*(getattr(ApiToken, name) for name in _FIELDS))
+_TABLE = ApiToken.__table__
+# Core, not ORM: built once, its compiled form cached, rows straight into the snapshot.
+_SELECT = sa.select(*(_TABLE.c[name] for name in _FIELDS)).where(
+    _TABLE.c.id == sa.bindparam("token_id")
+)
 
 
 def load_snapshot(token_id: str) -> VerifiedToken | None:
     """One indexed look-up by primary key, straight into a snapshot (no ORM identity)."""
-    row = db.session.execute(_SELECT.where(ApiToken.id == token_id)).first()
+    row = db.session.connection().execute(_SELECT, {"token_id": token_id}).first()
     if row is None:
         return None
     values = dict(zip(_FIELDS, row, strict=True))
