@@ -21,10 +21,14 @@ limiter = Limiter(key_func=get_remote_address)
 
 
 def configure_sqlite(app) -> None:
-    """Writers queue for SQLite's write lock (busy timeout) instead of failing at once."""
+    """Writers queue for SQLite's write lock (busy timeout) instead of failing at once.
+
+    No pre-ping: a file cannot drop the connection, and the ping cost a query per request.
+    """
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         options["connect_args"] = {"timeout": 30, **options.get("connect_args", {})}
+        options["pool_pre_ping"] = False
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
