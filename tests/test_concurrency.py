@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 
 import sqlalchemy as sa
-from conftest import _test_config, owner_actor
+from hot_path_support import owner_actor, worker_config
 
 from app import create_app
 from extensions import db as _db
@@ -53,7 +53,7 @@ def test_concurrent_creates_never_exceed_the_token_limit(
     workers = [
         create_app(
             # The default pools (15 connections each): the rest queue, as they would.
-            _test_config(database_urls[backend]),
+            worker_config(database_urls[backend]),
             instance_path=str(tmp_path / f"worker{i}"),
         )
         for i in range(2)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import FrozenInstanceError
 
 import pytest
-import sqlalchemy as sa
-from conftest import _test_config, owner_actor
+from hot_path_support import owner_actor, statements, worker_config, writes
 
 from app import create_app
 from extensions import db as _db
@@ -22,25 +20,6 @@ from services.token_cache import VerifiedToken, verifier
 # How long another worker may keep accepting a changed token (SPEC §2), plus slack for a
 # busy test machine. The loop below stops as soon as the worker refuses.
 OTHER_WORKER_DEADLINE = 5 + 3
-
-
-@contextmanager
-def statements(engine: sa.Engine):
-    """Every SQL statement the engine runs inside the block."""
-    seen: list[str] = []
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", note)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", note)
-
-
-def writes(seen: list[str]) -> list[str]:
-    return [s for s in seen if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
 
 
 def code_of(secret: str) -> str | None:
@@ -200,7 +179,7 @@ def app_config(limit_storage):
 def other_worker(app, backend, database_urls, app_config, tmp_path):
     """A second app on the same database (and Redis): another gunicorn worker, in effect."""
     other = create_app(
-        _test_config(database_urls[backend], **app_config), instance_path=str(tmp_path / "w2")
+        worker_config(database_urls[backend], **app_config), instance_path=str(tmp_path / "w2")
     )
     yield other
     with other.app_context():

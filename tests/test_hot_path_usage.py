@@ -7,8 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from conftest import _test_config
-from test_hot_path import statements, writes
+from hot_path_support import statements, worker_config, writes
 
 from app import create_app
 from extensions import db as _db
@@ -88,7 +87,7 @@ def test_two_workers_counts_add_up(make_org, make_token, db, backend, database_u
     org = make_org()
     token, secret = make_token(org)
     token_id = token.id
-    other = create_app(_test_config(database_urls[backend]), instance_path=str(tmp_path / "w2"))
+    other = create_app(worker_config(database_urls[backend]), instance_path=str(tmp_path / "w2"))
     at = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 
     for _ in range(7):
