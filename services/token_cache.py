@@ -205,6 +205,8 @@ class RedisVersion:
             try:
                 value = self.client.get(self.key)
             except Exception:
+                # Ask again later, not on every request; meanwhile the lifetime bounds staleness.
+                self._next_check = now + 5.0
                 log.warning("Could not read the token-change counter from Redis", exc_info=True)
                 return False
             # The first look only learns the value: this worker's cache started after it.

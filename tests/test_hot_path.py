@@ -238,3 +238,20 @@ def test_revoked_token_row_keeps_its_record(make_org, make_token, db):
     db.session.commit()
 
     assert db.session.get(ApiToken, token.id).status == "revoked"
+
+
+def test_verification_keeps_working_when_redis_is_down(make_org, make_token, app):
+    """Redis only speeds up invalidation; without it the 5-second lifetime still holds."""
+    from services.token_cache import Verifier
+
+    app.config["REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    app.extensions.pop("keysmith_token_cache", None)
+    assert isinstance(verifier(), Verifier) and verifier().version is not None
+    org = make_org()
+    token, secret = make_token(org)
+
+    assert tokens.verify(secret).id == token.id
+    tokens.revoke_token(token, owner_actor(org))
+    _db.session.commit()  # announcing fails quietly; this worker still forgets at once
+
+    assert code_of(secret) == "token_revoked"
