@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, abort, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import cli
 from config import Config
-from extensions import csrf, db, limiter, login_manager, migrate
+from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate
 
 
 def create_app(
@@ -29,8 +30,10 @@ def create_app(
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
 
+    configure_sqlite(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"))
+    app.before_request(_refuse_oversized_body)  # before CSRF, which reads the form
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -40,11 +43,45 @@ def create_app(
     login_manager.session_protection = "strong"
 
     from blueprints import register_blueprints
+    from services import token_cache, usage
 
     register_blueprints(app)
     cli.init_app(app)
+    token_cache.init_app(app)
+    usage.init_app(app)
     logging.getLogger("werkzeug").addFilter(_RedactTokens())
     return app
+
+
+def _refuse_oversized_body() -> None:
+    """413 for any body over MAX_CONTENT_LENGTH, whether or not the view reads it.
+
+    A declared length is checked as is. A chunked body (no Content-Length) is read up to
+    one byte past the limit: over it, 413; within it, the view reads it from memory.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if limit is None:
+        return
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            abort(413)
+        return
+    environ = request.environ
+    if environ.get("wsgi.input_terminated"):
+        body, stream = bytearray(), environ["wsgi.input"]
+        while len(body) <= limit:
+            try:
+                chunk = stream.read(limit + 1 - len(body))
+            except Exception:  # a malformed chunked body (each server has its own error)
+                abort(400)
+            if not chunk:
+                break
+            body.extend(chunk)
+        if len(body) > limit:
+            abort(413)
+        environ["wsgi.input"] = io.BytesIO(bytes(body))
+        environ["CONTENT_LENGTH"] = str(len(body))
 
 
 class _RedactTokens(logging.Filter):

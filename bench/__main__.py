@@ -1,3 +1,456 @@
-"""`make bench`: the speed figures of SPEC §8. Filled in by the hot-path work (issue 7)."""
+"""`make bench`: the speed figures of SPEC §8, each beside its target, as ratios of one run.
 
-print("No benchmarks yet: the SPEC §8 figures arrive with the hot-path work.")
+1. GET /api/v1/whoami against GET /healthz on one real gunicorn server (SQLite, 1 worker):
+   median latency of one keep-alive client, the two requests interleaved.
+2. services.tokens.verify() at 100,000 tokens against 100 (the database look-up, uncached).
+3. SQL statements of the token page and the list API with 500 tokens against 5.
+4. Requests per second of whoami: SQLite with 1 worker, and PostgreSQL + Redis with
+   2 workers when TEST_DATABASE_URL/DATABASE_URL and TEST_REDIS_URL/REDIS_URL are set
+   (a throw-away database is created on that server and dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager, redirect_stderr
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app import create_app  # noqa: E402
+from extensions import db  # noqa: E402
+from models import ApiToken, Membership, utcnow  # noqa: E402
+from services import accounts, tokens  # noqa: E402
+from services import secrets as token_secrets  # noqa: E402
+from services.actor import Actor  # noqa: E402
+
+SECRET_KEY = "bench-secret-key"
+HMAC_KEY = "bench-token-hmac-key"
+PASSWORD = "correct horse battery"
+NO_LIMIT = "10000000/minute;1000000/second"
+MISSING = "n/a (endpoint missing)"
+
+
+def settings(url: str, **extra) -> dict:
+    return {
+        "SECRET_KEY": SECRET_KEY,
+        "TOKEN_HMAC_KEY": HMAC_KEY,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "BCRYPT_LOG_ROUNDS": 4,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        **extra,
+    }
+
+
+def make_app(url: str, **extra):
+    instance = tempfile.mkdtemp(prefix="keysmith-bench-")
+    return create_app(settings(url, **extra), instance_path=instance)
+
+
+def migrate(app) -> None:
+    from flask_migrate import upgrade
+
+    with app.app_context(), redirect_stderr(io.StringIO()):  # Alembic's INFO lines
+        upgrade(directory=str(ROOT / "migrations"))
+
+
+def seed(app, count: int, *, keep_secrets: int = 0) -> dict:
+    """An owner, an organization without limits, one API token, and `count` more tokens
+    inserted in bulk (hashes precomputed); returns the secrets of `keep_secrets` of them."""
+    with app.app_context():
+        user, org = accounts.sign_up(
+            email=f"bench-{uuid.uuid4().hex[:8]}@example.com",
+            password=PASSWORD,
+            name="Bench",
+            organization="Bench",
+            default_rate_limit=NO_LIMIT,
+        )
+        org.max_live_tokens = count + 10
+        org.rate_limit = NO_LIMIT
+        db.session.flush()
+        membership = db.session.scalar(
+            sa.select(Membership).where(Membership.organization_id == org.id)
+        )
+        actor = Actor(organization=org, membership=membership, ip="127.0.0.1")
+        token, secret = tokens.create_token(
+            org,
+            actor,
+            name="bench",
+            environment="sandbox",
+            role="admin",
+            expires_at=tokens.expiry_from_days(30),
+        )
+        token.rate_limit = NO_LIMIT
+        db.session.commit()
+        now = utcnow()
+        kept, rows = [], []
+        for i in range(count):
+            token_id = token_secrets.new_token_id()
+            row_secret = token_secrets.new_secret("sandbox", token_id)
+            if i < keep_secrets:
+                kept.append(row_secret)
+            rows.append(
+                {
+                    "id": token_id,
+                    "organization_id": org.id,
+                    "environment": "sandbox",
+                    "name": f"seeded-{i}",
+                    "role": ("admin", "writer", "viewer")[i % 3],
+                    "scopes": [],
+                    "type": "generic",
+                    "active": True,
+                    "prefix": token_secrets.visible_prefix("sandbox", token_id),
+                    "secret_hash": token_secrets.hash_secret(row_secret, HMAC_KEY),
+                    "created_at": now - timedelta(seconds=i),
+                    "updated_at": now,
+                    "expires_at": now + timedelta(days=30),
+                    "created_by_user_id": user.id,
+                    "created_by_label": user.email,
+                }
+            )
+        for start in range(0, len(rows), 5000):
+            db.session.execute(sa.insert(ApiToken), rows[start : start + 5000])
+        db.session.commit()
+        result = {"email": user.email, "secret": secret, "kept": kept}
+        db.session.remove()
+        db.engine.dispose()
+        return result
+
+
+# ---------------------------------------------------------------- a real server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(env: dict, workers: int, threads: int = 8):
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "app:create_app()",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start")
+            time.sleep(0.2)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def fetch(conn: http.client.HTTPConnection, path: str, headers: dict) -> int:
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def latency_ratio(port: int, secret: str, rounds: int = 3000) -> tuple[float, float, int]:
+    """Median seconds of healthz and whoami from one keep-alive client, interleaved."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    auth = {"Authorization": f"Bearer {secret}"}
+    status = fetch(conn, "/api/v1/whoami", auth)
+    if status != 200:
+        return 0.0, 0.0, status
+    for _ in range(200):  # warm up
+        fetch(conn, "/healthz", {})
+        fetch(conn, "/api/v1/whoami", auth)
+    health, whoami = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fetch(conn, "/healthz", {})
+        middle = time.perf_counter()
+        fetch(conn, "/api/v1/whoami", auth)
+        health.append(middle - start)
+        whoami.append(time.perf_counter() - middle)
+    conn.close()
+    return statistics.median(health), statistics.median(whoami), 200
+
+
+def requests_per_second(port: int, secret: str, seconds: float = 4, clients: int = 8) -> float:
+    auth = {"Authorization": f"Bearer {secret}"}
+    counts = [0] * clients
+    errors: list[int] = []
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < stop:
+            status = fetch(conn, "/api/v1/whoami", auth)
+            if status != 200:
+                errors.append(status)
+                return
+            counts[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"whoami answered {errors[0]} under load")
+    return sum(counts) / (time.monotonic() - started)
+
+
+# ---------------------------------------------------------------- the figures
+
+rows: list[tuple[str, str, str, str]] = []
+
+
+def report(figure: str, value: str, target: str, ok: bool | None) -> None:
+    verdict = "" if ok is None else ("ok" if ok else "MISSED")
+    rows.append((figure, value, target, verdict))
+    print(f"  {figure:<52} {value:>24}   target {target:<10} {verdict}", flush=True)
+
+
+def bench_latency_and_rps(workdir: Path) -> None:
+    url = f"sqlite:///{workdir / 'server.db'}"
+    app = make_app(url)
+    migrate(app)
+    seeded = seed(app, 100)
+    env = {
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET_KEY,
+        "TOKEN_HMAC_KEY": HMAC_KEY,
+        "RATE_LIMIT_DEFAULT": NO_LIMIT,
+    }
+    with gunicorn(env, workers=1) as port:
+        health, whoami, status = latency_ratio(port, seeded["secret"])
+        if status != 200:
+            report("whoami / healthz latency (SQLite, 1 worker)", MISSING, "<= 1.25", None)
+            report("whoami requests/s (SQLite, 1 worker)", MISSING, "record", None)
+            return
+        ratio = whoami / health
+        report(
+            "whoami / healthz latency (SQLite, 1 worker)",
+            f"{ratio:.2f} ({whoami * 1e3:.2f}/{health * 1e3:.2f} ms)",
+            "<= 1.25",
+            ratio <= 1.25,
+        )
+        rps = requests_per_second(port, seeded["secret"])
+        report("whoami requests/s (SQLite, 1 worker, 8 threads)", f"{rps:,.0f}", "record", None)
+
+
+def _verify_times(app, secrets_: list[str], calls: int) -> list[float]:
+    """Seconds of each uncached verify() of random tokens of the database."""
+    from services.token_cache import verifier
+
+    times = []
+    with app.app_context():
+        cache = verifier().cache
+        picks = [random.choice(secrets_) for _ in range(calls)]
+        for secret in picks[:200]:  # warm the connection and the page cache
+            cache.clear()
+            tokens.verify(secret)
+        for secret in picks:
+            cache.clear()
+            start = time.perf_counter()
+            tokens.verify(secret)
+            times.append(time.perf_counter() - start)
+        db.session.remove()
+    return times
+
+
+def bench_verification(workdir: Path) -> None:
+    apps, kept = {}, {}
+    for count in (100, 100_000):
+        app = make_app(f"sqlite:///{workdir / f'verify-{count}.db'}")
+        migrate(app)
+        kept[count] = seed(app, count, keep_secrets=100)["kept"]
+        apps[count] = app
+    small, large = [], []
+    for _ in range(6):  # interleaved rounds, so drift of the machine hits both alike
+        small += _verify_times(apps[100], kept[100], 1500)
+        large += _verify_times(apps[100_000], kept[100_000], 1500)
+    small_median, large_median = statistics.median(small), statistics.median(large)
+    ratio = large_median / small_median
+    report(
+        "verify() at 100,000 tokens / at 100 (uncached)",
+        f"{ratio:.2f} ({large_median * 1e6:.0f}/{small_median * 1e6:.0f} µs)",
+        "<= 1.2",
+        ratio <= 1.2,
+    )
+    with apps[100].app_context():
+        seeded_secret = kept[100][0]
+        tokens.verify(seeded_secret)
+        start = time.perf_counter()
+        for _ in range(20_000):
+            tokens.verify(seeded_secret)
+        cached = (time.perf_counter() - start) / 20_000
+    report("verify() from the cache", f"{cached * 1e6:.1f} µs", "record", None)
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *args) -> None:
+        self.count += 1
+
+
+def _statements(app, path: str, headers: dict | None = None, email: str | None = None):
+    client = app.test_client()
+    if email:
+        html = client.get("/login").get_data(as_text=True)
+        import re
+
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+        client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
+    client.get(path, headers=headers or {})  # warm up
+    counter = StatementCounter()
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", counter)
+    try:
+        status = client.get(path, headers=headers or {}).status_code
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", counter)
+    return status, counter.count
+
+
+def bench_statements(workdir: Path) -> None:
+    results: dict[str, dict[int, tuple[int, int]]] = {"page": {}, "api": {}}
+    for count in (5, 500):
+        app = make_app(f"sqlite:///{workdir / f'page-{count}.db'}")
+        migrate(app)
+        seeded = seed(app, count)
+        results["page"][count] = _statements(
+            app, "/connections/api-tokens?environment=sandbox", email=seeded["email"]
+        )
+        results["api"][count] = _statements(
+            app, "/api/v1/api_tokens", headers={"Authorization": f"Bearer {seeded['secret']}"}
+        )
+        with app.app_context():
+            db.engine.dispose()
+    for kind, label in (
+        ("page", "SQL statements, token page: 500 tokens / 5"),
+        ("api", "SQL statements, list API: 500 tokens / 5"),
+    ):
+        (status5, five), (status500, many) = results[kind][5], results[kind][500]
+        if status5 == 404 or status500 == 404:
+            report(label, MISSING, "equal", None)
+        elif status5 != 200 or status500 != 200:
+            report(label, f"n/a (status {status5}/{status500})", "equal", None)
+        else:
+            report(label, f"{many} / {five}", "equal", many == five)
+
+
+def bench_scaled_out() -> None:
+    database = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+    label = "whoami requests/s (PostgreSQL + Redis, 2 workers)"
+    if not (database and database.startswith("postgres") and redis_url):
+        report(label, "n/a (no PostgreSQL/Redis)", "record", None)
+        return
+    admin = sa.make_url(database).set(drivername="postgresql+psycopg")
+    name = f"keysmith_bench_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    prefix = f"keysmith-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        url = admin.set(database=name).render_as_string(hide_password=False)
+        app = make_app(url)
+        migrate(app)
+        seeded = seed(app, 100)
+        env = {
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "RATELIMIT_KEY_PREFIX": prefix,
+            "SECRET_KEY": SECRET_KEY,
+            "TOKEN_HMAC_KEY": HMAC_KEY,
+            "RATE_LIMIT_DEFAULT": NO_LIMIT,
+        }
+        with gunicorn(env, workers=2) as port:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            status = fetch(conn, "/api/v1/whoami", {"Authorization": f"Bearer {seeded['secret']}"})
+            conn.close()
+            if status != 200:
+                report(label, MISSING, "record", None)
+            else:
+                health, whoami, _ = latency_ratio(port, seeded["secret"], rounds=1000)
+                report(
+                    "whoami / healthz latency (PostgreSQL + Redis, 2 workers)",
+                    f"{whoami / health:.2f} ({whoami * 1e3:.2f}/{health * 1e3:.2f} ms)",
+                    "<= 1.25",
+                    whoami / health <= 1.25,
+                )
+                rps = requests_per_second(port, seeded["secret"])
+                report(label, f"{rps:,.0f}", "record", None)
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"*{prefix}*"):
+            client.delete(key)
+        client.close()
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def main() -> int:
+    started = time.monotonic()
+    print("Keysmith benchmarks (SPEC §8): figure, value, target", flush=True)
+    with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as tmp:
+        workdir = Path(tmp)
+        bench_latency_and_rps(workdir)
+        bench_verification(workdir)
+        bench_statements(workdir)
+        bench_scaled_out()
+    print(f"done in {time.monotonic() - started:.0f} s", flush=True)
+    return 1 if any(row[3] == "MISSED" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

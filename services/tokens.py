@@ -29,7 +29,7 @@ from models import (
     TokenUsage,
     utcnow,
 )
-from services import audit
+from services import audit, token_cache
 from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
@@ -42,6 +42,7 @@ from services.errors import (
     ValidationFailed,
 )
 from services.network import parse_allowlist
+from services.token_cache import VerifiedToken
 
 NAME_MAX = 100
 EXPIRY_CHOICES_DAYS = (30, 60, 90, 180, 365)
@@ -370,7 +371,20 @@ def _name_taken(organization: Organization, environment: str, name: str, exclude
 
 
 def _lock_organization(organization: Organization) -> None:
-    """Serialize token creation per organization so the live-token limit holds under races."""
+    """Serialize token creation per organization so the live-token limit holds under races.
+
+    PostgreSQL locks the organization's row. SQLite has no row locks: a no-op UPDATE
+    takes the database's write lock first, so concurrent creates wait for each other
+    (busy timeout) instead of all counting before any of them writes.
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(
+            sa.update(Organization)
+            .where(Organization.id == organization.id)
+            .values(id=Organization.id)
+            .execution_options(synchronize_session=False)
+        )
+        return
     db.session.execute(
         sa.select(Organization.id).where(Organization.id == organization.id).with_for_update()
     )
@@ -661,16 +675,17 @@ def _hash(secret: str) -> str:
 _INVALID = "The token is not valid."
 
 
-def load_for_verification(token_id: str) -> ApiToken | None:
-    """One indexed look-up by primary key. (The hot path may serve this from a cache.)"""
-    return db.session.get(ApiToken, token_id)
+def load_for_verification(token_id: str) -> VerifiedToken | None:
+    """One indexed look-up by primary key, or none: served from the per-worker cache."""
+    return token_cache.load_for_verification(token_id)
 
 
-def verify(secret: str, *, now: datetime | None = None) -> ApiToken:
+def verify(secret: str, *, now: datetime | None = None) -> VerifiedToken:
     """The live token this secret belongs to, or AuthFailed with SPEC §4's 401 code.
 
-    Checksum first (no database for a malformed token), then one look-up by id,
-    then a constant-time HMAC comparison. No database write.
+    Checksum first (no database for a malformed token), then one look-up by id (or
+    none, from the cache), then a constant-time HMAC comparison. No database write.
+    Returns an immutable snapshot that reads like an ApiToken (services/token_cache.py).
     """
     now = now or utcnow()
     parsed = token_secrets.parse(secret)
@@ -729,3 +744,7 @@ def on_change(listener: Any) -> Any:
 def _changed(token: ApiToken) -> None:
     for listener in _change_listeners:
         listener(token)
+
+
+# Verification caches forget a changed token once its transaction commits.
+on_change(token_cache.token_changed)

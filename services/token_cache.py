@@ -1,0 +1,282 @@
+"""The verification cache: immutable token snapshots, per worker, at most a few seconds old.
+
+The hot path (`services.tokens.verify`) reads a token by id. A small in-process LRU
+keeps what verification needs as a frozen `VerifiedToken`, never an ORM object, for
+at most `TOKEN_CACHE_SECONDS` (SPEC §2: ≤ 5 s). A change that may alter a token's
+verification (revoke, suspend, resume, rotate, update) is applied to this worker's
+cache right after the transaction commits, and announced to every other worker:
+with `REDIS_URL`, by bumping a version counter in Redis that each worker checks at
+most every `TOKEN_CACHE_CHECK_SECONDS`; without Redis, the short lifetime bounds
+how stale another worker's copy can be.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+from sqlalchemy.orm import Session
+
+from extensions import db
+from models import ROLE_SCOPES, ApiToken, Organization, User, utcnow
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "keysmith_token_cache"
+PENDING_KEY = "keysmith_token_invalidations"
+DEFAULT_MAX_ENTRIES = 10_000
+# How often a worker asks Redis whether any token changed elsewhere.
+DEFAULT_CHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What verification knows of a token: plain values, safe to share between requests.
+
+    Reads like an `ApiToken` for everything the API needs after authentication
+    (id, organization_id, environment, role, scopes, effective_scopes, status, ...);
+    `organization` and `created_by_user` are fetched from the request's session.
+    """
+
+    id: str
+    organization_id: int
+    environment: str
+    name: str
+    role: str
+    scopes: tuple[str, ...]
+    type: str
+    active: bool
+    prefix: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_by_user_id: int | None
+    created_by_token_id: str | None
+    created_by_label: str
+    rate_limit: str | None
+    allowed_ips: tuple[str, ...] | None
+    secret_hash: str
+    previous_secret_hash: str | None
+    previous_secret_expires_at: datetime | None
+
+    def status_at(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        if not self.active:
+            return "inactive"
+        return "active"
+
+    @property
+    def status(self) -> str:
+        return self.status_at(utcnow())
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def effective_scopes(self) -> frozenset[str]:
+        allowed = ROLE_SCOPES[self.role]
+        return allowed & frozenset(self.scopes) if self.scopes else allowed
+
+    @property
+    def organization(self) -> Organization:
+        """The token's organization, from the current session (its identity map)."""
+        return db.session.get_one(Organization, self.organization_id)
+
+    @property
+    def created_by_user(self) -> User | None:
+        if self.created_by_user_id is None:
+            return None
+        return db.session.get(User, self.created_by_user_id)
+
+    def __repr__(self) -> str:  # never the hashes
+        return f"<VerifiedToken {self.id}>"
+
+
+_FIELDS = tuple(f.name for f in fields(VerifiedToken))
+_TABLE = ApiToken.__table__
+# Core, not ORM: built once, its compiled form cached, rows straight into the snapshot.
+_SELECT = sa.select(*(_TABLE.c[name] for name in _FIELDS)).where(
+    _TABLE.c.id == sa.bindparam("token_id")
+)
+
+
+def load_snapshot(token_id: str) -> VerifiedToken | None:
+    """One indexed look-up by primary key, straight into a snapshot (no ORM identity)."""
+    row = db.session.connection().execute(_SELECT, {"token_id": token_id}).first()
+    if row is None:
+        return None
+    values = dict(zip(_FIELDS, row, strict=True))
+    values["scopes"] = tuple(values["scopes"] or ())
+    if values["allowed_ips"] is not None:
+        values["allowed_ips"] = tuple(values["allowed_ips"])
+    return VerifiedToken(**values)
+
+
+class TokenCache:
+    """A bounded, thread-safe LRU of snapshots, each kept at most `ttl` seconds."""
+
+    def __init__(self, ttl: float, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, VerifiedToken]] = OrderedDict()
+        self._lock = threading.Lock()
+        # Bumped by every invalidation, so a load that raced one is not cached.
+        self.generation = 0
+
+    def get(self, token_id: str, now: float | None = None) -> VerifiedToken | None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            entry = self._entries.get(token_id)
+            if entry is None:
+                return None
+            if entry[0] <= now:
+                del self._entries[token_id]
+                return None
+            self._entries.move_to_end(token_id)
+            return entry[1]
+
+    def put(self, snapshot: VerifiedToken, generation: int, now: float | None = None) -> None:
+        if self.ttl <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if generation != self.generation:
+                return  # an invalidation happened while this was being loaded
+            self._entries[snapshot.id] = (now + self.ttl, snapshot)
+            self._entries.move_to_end(snapshot.id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, token_ids: Any) -> None:
+        with self._lock:
+            self.generation += 1
+            for token_id in token_ids:
+                self._entries.pop(token_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_NEVER = object()
+
+
+class RedisVersion:
+    """A version counter in Redis: bumped on every token change, polled by every worker."""
+
+    def __init__(self, url: str, prefix: str, check_seconds: float) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.key = f"{prefix}:token-cache-version"
+        self.check_seconds = check_seconds
+        self._seen: bytes | None | object = _NEVER
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        try:
+            self.client.incr(self.key)
+        except Exception:  # the cache lifetime still bounds staleness
+            log.warning("Could not announce a token change through Redis", exc_info=True)
+
+    def changed_elsewhere(self, now: float) -> bool:
+        """True when the counter moved since the last check (checked at most every N s)."""
+        if now < self._next_check:
+            return False
+        with self._lock:
+            if now < self._next_check:
+                return False
+            self._next_check = now + self.check_seconds
+            try:
+                value = self.client.get(self.key)
+            except Exception:
+                # Ask again later, not on every request; meanwhile the lifetime bounds staleness.
+                self._next_check = now + 5.0
+                log.warning("Could not read the token-change counter from Redis", exc_info=True)
+                return False
+            # The first look only learns the value: this worker's cache started after it.
+            changed = self._seen is not _NEVER and value != self._seen
+            self._seen = value
+            return changed
+
+
+class Verifier:
+    """One app's cache and, with Redis, its link to the other workers."""
+
+    def __init__(self, app: Flask) -> None:
+        config = app.config
+        self.cache = TokenCache(
+            ttl=min(float(config.get("TOKEN_CACHE_SECONDS", 5)), 5.0),
+            max_entries=int(config.get("TOKEN_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)),
+        )
+        self.version: RedisVersion | None = None
+        if config.get("REDIS_URL"):
+            self.version = RedisVersion(
+                config["REDIS_URL"],
+                config.get("RATELIMIT_KEY_PREFIX", "keysmith"),
+                float(config.get("TOKEN_CACHE_CHECK_SECONDS", DEFAULT_CHECK_SECONDS)),
+            )
+
+    def load(self, token_id: str) -> VerifiedToken | None:
+        now = time.monotonic()
+        if self.version is not None and self.version.changed_elsewhere(now):
+            self.cache.clear()
+        snapshot = self.cache.get(token_id, now)
+        if snapshot is not None:
+            return snapshot
+        generation = self.cache.generation
+        snapshot = load_snapshot(token_id)
+        if snapshot is not None:
+            self.cache.put(snapshot, generation, now)
+        return snapshot
+
+    def committed(self, token_ids: set[str]) -> None:
+        """Apply changes made by this worker: at once here, announced to the others."""
+        self.cache.invalidate(token_ids)
+        if self.version is not None:
+            self.version.bump()
+
+
+def verifier(app: Flask | None = None) -> Verifier:
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(EXTENSION_KEY)
+    if found is None:
+        found = app.extensions[EXTENSION_KEY] = Verifier(app)
+    return found
+
+
+def load_for_verification(token_id: str) -> VerifiedToken | None:
+    return verifier().load(token_id)
+
+
+def token_changed(token: ApiToken) -> None:
+    """Note a change; the cache forgets the token when the session's transaction commits."""
+    session = db.session()
+    pending: dict[Verifier, set[str]] = session.info.setdefault(PENDING_KEY, {})
+    pending.setdefault(verifier(), set()).add(token.id)
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _apply_after_commit(session: Session) -> None:
+    pending = session.info.pop(PENDING_KEY, None)
+    for target, token_ids in (pending or {}).items():
+        target.committed(token_ids)
+
+
+def init_app(app: Flask) -> None:
+    verifier(app)
