@@ -265,10 +265,21 @@ def load_for_verification(token_id: str) -> VerifiedToken | None:
 
 
 def token_changed(token: ApiToken) -> None:
-    """Note a change; the cache forgets the token when the session's transaction commits."""
+    """Note a change: this worker forgets the token now (so its own session sees the
+    change) and again when the transaction ends, when other workers are told too."""
     session = db.session()
+    target = verifier()
+    target.cache.invalidate({token.id})
     pending: dict[Verifier, set[str]] = session.info.setdefault(PENDING_KEY, {})
-    pending.setdefault(verifier(), set()).add(token.id)
+    pending.setdefault(target, set()).add(token.id)
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    # What was cached during the transaction may be a state that never happened.
+    pending = session.info.pop(PENDING_KEY, None)
+    for target, token_ids in (pending or {}).items():
+        target.cache.invalidate(token_ids)
 
 
 @sa.event.listens_for(Session, "after_commit")

@@ -255,3 +255,19 @@ def test_verification_keeps_working_when_redis_is_down(make_org, make_token, app
     _db.session.commit()  # announcing fails quietly; this worker still forgets at once
 
     assert code_of(secret) == "token_revoked"
+
+
+def test_a_rolled_back_change_is_not_served_from_the_cache(db, make_org, make_token):
+    from services import tokens
+    from services.errors import AuthFailed
+    from tests.conftest import owner_actor
+
+    org = make_org()
+    token, secret = make_token(org)
+    assert tokens.verify(secret).status == "active"  # now cached
+    tokens.suspend_token(token, owner_actor(org))
+    with pytest.raises(AuthFailed) as info:  # this session sees its own change at once
+        tokens.verify(secret)
+    assert info.value.code == "token_inactive"
+    db.session.rollback()
+    assert tokens.verify(secret).status == "active"  # the suspension never happened
