@@ -30,7 +30,8 @@ def limit_unrouted_api_requests(response: Response) -> Response:
     ):
         return response
     args = [rate_limit_key(), SCOPE]
-    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX")
+    # The prefix Flask-Limiter put on its own keys (fixed at its first init_app).
+    prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
     if prefix:
         args.insert(0, prefix)
     shown = None
