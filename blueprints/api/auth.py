@@ -11,7 +11,7 @@ from flask import current_app, g, request
 from limits import parse_many
 
 from extensions import db
-from models import Membership
+from models import Membership, Organization
 from services import tokens as token_service
 from services import usage
 from services.actor import Actor
@@ -45,21 +45,25 @@ def _authenticate() -> Actor:
     if secret is None:
         raise AuthFailed("missing_token", _MISSING_MESSAGE)
     token = token_service.verify(secret)
-    membership = None
-    if token.created_by_user_id is not None:
-        membership = db.session.scalar(
-            sa.select(Membership).where(
-                Membership.organization_id == token.organization_id,
+    # One query for the organization and the creator's membership in it now.
+    organization, membership = db.session.execute(
+        sa.select(Organization, Membership)
+        .outerjoin(
+            Membership,
+            sa.and_(
+                Membership.organization_id == Organization.id,
                 Membership.user_id == token.created_by_user_id,
-            )
+            ),
         )
-        if membership is None:
-            # Removing a member revokes their tokens (SPEC §1); answer as if it were done.
-            raise AuthFailed("token_revoked", "The member who created this token has left.")
+        .where(Organization.id == token.organization_id)
+    ).one()
+    if token.created_by_user_id is not None and membership is None:
+        # Removing a member revokes their tokens (SPEC §1); answer as if it were done.
+        raise AuthFailed("token_revoked", "The member who created this token has left.")
     ip = request.remote_addr
     usage.record_use(token, ip)
     return Actor(
-        organization=token.organization,
+        organization=organization,
         membership=membership,
         token=token,
         ip=ip,
