@@ -135,3 +135,24 @@ def test_an_unexpected_failure_is_500_internal_error_without_a_trace(app, client
     assert error_code(response) == "internal_error"
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_an_unreachable_database_is_503_unavailable(tmp_path):
+    from app import create_app
+    from services import secrets as token_secrets
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "x",
+            # A directory cannot be opened as a SQLite database file.
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}",
+            "RATELIMIT_STORAGE_URI": "memory://",
+        },
+        instance_path=str(tmp_path / "inst"),
+    )
+    secret = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
+    response = app.test_client().get(f"{API}/whoami", headers=bearer(secret))
+    assert response.status_code == 503
+    assert error_code(response) == "unavailable"
+    assert "Retry-After" in response.headers

@@ -115,3 +115,21 @@ def test_metoro_403_for_a_missing_permission(client, org, make_token):
     )
     assert response.status_code == 403
     assert error_code(response) == "insufficient_scope"
+
+
+def test_librato_form_with_an_empty_expiry_means_never_where_allowed(client, db, org, admin_secret):
+    org.allow_never_expires = True
+    db.session.commit()
+    response = client.post(
+        f"{API}/api_tokens",
+        data={"name": "forever", "expires_at": "", "expires_in_days": ""},
+        headers=basic(admin_secret),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["expires_at"] is None
+    response = client.post(
+        f"{API}/api_tokens",
+        data={"name": "default", "expires_in_days": ""},
+        headers=basic(admin_secret),
+    )
+    assert response.get_json()["expires_at"] is not None

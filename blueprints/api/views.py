@@ -199,13 +199,12 @@ def get_token(token_id: str):
 
 
 def _expiry(body: schemas.TokenCreate, actor: Actor) -> datetime | None:
-    chosen = body.model_fields_set & {"expires_at", "expires_in_days"}
     if body.expires_at is not None and body.expires_in_days is not None:
         message = "Give expires_at or expires_in_days, not both."
         raise ValidationFailed(details={"expires_at": message, "expires_in_days": message})
     if body.expires_in_days is not None:
         return token_service.expiry_from_days(body.expires_in_days)
-    if chosen:
+    if "expires_at" in body.model_fields_set:
         return body.expires_at  # an explicit null: never, where the policy allows it
     return token_service.default_expiry(actor.organization)
 
