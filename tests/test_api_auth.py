@@ -10,6 +10,7 @@ from api_support import API, basic, bearer, error_code
 
 from models import Membership, utcnow
 from services import tokens as token_service
+from services.actor import Actor
 from tests.conftest import owner_actor
 
 
@@ -45,7 +46,7 @@ def test_whoami_scopes_never_exceed_the_creators_current_role(
     client, db, org, make_member, make_token
 ):
     membership = make_member(org, role="admin")
-    actor = token_service.Actor(organization=org, membership=membership)
+    actor = Actor(organization=org, membership=membership)
     _, secret = make_token(org, actor, role="admin")
     membership.role = "viewer"
     db.session.commit()
@@ -133,7 +134,7 @@ def test_token_of_a_member_who_left_gets_401_token_revoked(
     client, db, org, make_member, make_token
 ):
     membership = make_member(org, role="member")
-    _, secret = make_token(org, token_service.Actor(organization=org, membership=membership))
+    _, secret = make_token(org, Actor(organization=org, membership=membership))
     db.session.execute(sa.delete(Membership).where(Membership.id == membership.id))
     db.session.commit()
     response = client.get(f"{API}/whoami", headers=bearer(secret))

@@ -97,3 +97,13 @@ def test_a_token_made_by_a_token_is_owned_by_the_same_person(client, db, org, ma
     assert child.get_json()["created_by"] == "parent"
     body = client.get(f"{API}/whoami", headers=bearer(child.get_json()["token"])).get_json()
     assert body["scopes"] == ["audit:read", "members:read", "tokens:read"]
+
+
+def test_a_production_token_creates_in_production(client, org, make_token):
+    _, production = make_token(org, name="prod admin", environment="production")
+    response = client.post(f"{API}/api_tokens", json={"name": "p2"}, headers=bearer(production))
+    assert response.status_code == 201
+    assert response.get_json()["environment"] == "production"
+    assert response.get_json()["token"].startswith("ks_prod_")
+    listed = client.get(f"{API}/api_tokens", headers=bearer(production)).get_json()
+    assert {t["environment"] for t in listed["api_tokens"]} == {"production"}

@@ -99,3 +99,10 @@ def test_schemathesis_loads_every_operation(client):
     assert len(results) == 11
     for result in results:
         result.ok()  # raises if an operation's definition is invalid
+
+
+def test_the_document_validates_against_the_openapi_3_1_meta_schema(client):
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+
+    errors = [error.message for error in OPENAPI_31_VALIDATOR.iter_errors(_document(client))]
+    assert errors == []
