@@ -1,7 +1,9 @@
-"""Rate-limit headers on API responses that match no route (404, 405).
+"""The last touch on every API response: rate limits for paths that match no route, and
+Retry-After only where it means something.
 
-Flask-Limiter checks limits per endpoint, and a path that matches no route has none; such
-requests still count against the caller's bucket and still carry X-RateLimit-* headers.
+Flask-Limiter checks limits per endpoint, and a path that matches no route (404, 405) has
+none; such requests still count against the caller's bucket and carry X-RateLimit-*.
+Flask-Limiter also adds Retry-After to every response; we keep it on 429 and 503 only.
 """
 
 from __future__ import annotations
@@ -20,11 +22,24 @@ from extensions import limiter
 SCOPE = "api"  # the scope of the blueprint's shared limit
 
 
-@bp.after_app_request
-def limit_unrouted_api_requests(response: Response) -> Response:
+@bp.record_once
+def _register(state) -> None:
+    # First in the list, so it runs after Flask-Limiter's own after_request (they run reversed).
+    state.app.after_request_funcs.setdefault(None, []).insert(0, finish_api_response)
+
+
+def finish_api_response(response: Response) -> Response:
+    if not request.path.startswith("/api/"):
+        return response
+    response = _limit_unrouted(response)
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
+def _limit_unrouted(response: Response) -> Response:
     if (
-        not request.path.startswith("/api/")
-        or request.url_rule is not None
+        request.url_rule is not None
         or "X-RateLimit-Limit" in response.headers
         or not limiter.enabled
     ):
