@@ -76,6 +76,8 @@ def get_token_or_404(
     organization: Organization, environment: str | None, token_id: str
 ) -> ApiToken:
     """The token with this id in this organization (and environment, if given), or NotFound."""
+    if not (token_id.isascii() and token_id.isalnum() and len(token_id) <= 32):
+        raise NotFound("No such token.")  # not an id we issue; never sent to the database
     token = db.session.scalar(tokens_of(organization, environment).where(ApiToken.id == token_id))
     if token is None:
         raise NotFound("No such token.")
@@ -124,6 +126,19 @@ def requests_per_day(
         ).all()
     )
     return [(day, int(counts.get(day, 0))) for day in (first + timedelta(n) for n in range(days))]
+
+
+def with_status(query: sa.Select, status: str, now: datetime) -> sa.Select:
+    """Narrow a token query to one derived status (the SQL form of ApiToken.status_at)."""
+    not_expired = sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now)
+    if status == "revoked":
+        return query.where(ApiToken.revoked_at.is_not(None))
+    live = query.where(ApiToken.revoked_at.is_(None))
+    if status == "expired":
+        return live.where(ApiToken.expires_at <= now)
+    if status == "inactive":
+        return live.where(not_expired, ApiToken.active.is_(False))
+    return live.where(not_expired, ApiToken.active.is_(True))
 
 
 def live_token_count(organization: Organization, now: datetime) -> int:
@@ -268,6 +283,15 @@ def grace_from_choice(value: object) -> int:
     return seconds  # type: ignore[return-value]
 
 
+DEFAULT_EXPIRY_DAYS = 90
+
+
+def default_expiry(organization: Organization, now: datetime | None = None) -> datetime:
+    """When no expiry is chosen: 90 days, or the policy's maximum lifetime if shorter."""
+    days = min(DEFAULT_EXPIRY_DAYS, organization.max_lifetime_days)
+    return (now or utcnow()) + timedelta(days=days)
+
+
 def expiry_from_days(days: int | None, now: datetime | None = None) -> datetime | None:
     """`expires_in_days` of the forms and API: None means never."""
     if days is None:
@@ -306,7 +330,7 @@ def _require_write(actor: Actor, environment: str) -> None:
     if not actor.has_scope("tokens:write"):
         raise Forbidden("You may not create or change tokens.")
     if actor.token is not None and actor.token.environment != environment:
-        raise NotFound("No such token.")
+        raise Forbidden(f"A {actor.token.environment} token acts only in its own environment.")
 
 
 def can_manage(actor: Actor, token: ApiToken) -> bool:

@@ -81,4 +81,3 @@ def test_concurrent_creates_never_exceed_the_token_limit(
         .where(ApiToken.organization_id == org_id, ApiToken.revoked_at.is_(None))
     )
     assert live == LIMIT
-

@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from services.errors import AuthFailed, DomainError
@@ -80,5 +81,8 @@ def response_for(error: Exception):
         if status == 405 and valid_methods:
             response.headers["Allow"] = ", ".join(valid_methods)
         return response
+    if isinstance(error, OperationalError | InterfaceError):
+        current_app.logger.error("Database unavailable: %s", type(error).__name__)
+        return api_error("unavailable", 503, _HTTP_MESSAGES[503], headers={"Retry-After": "5"})
     current_app.logger.exception("Unhandled API error")
     return api_error("internal_error", 500, _HTTP_MESSAGES[500])

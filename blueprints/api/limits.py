@@ -1,0 +1,73 @@
+"""The last touch on every API response: rate limits for paths that match no route, and
+Retry-After only where it means something.
+
+Flask-Limiter checks limits per endpoint, and a path that matches no route (404, 405) has
+none; such requests still count against the caller's bucket and carry X-RateLimit-*.
+Flask-Limiter also adds Retry-After to every response; we keep it on 429 and 503 only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app, request
+from flask.wrappers import Response
+from limits import parse_many
+
+from blueprints.api import bp
+from blueprints.api.auth import rate_limit_key, rate_limit_value
+from blueprints.api.errors import api_error
+from extensions import limiter
+
+SCOPE = "api"  # the scope of the blueprint's shared limit
+
+
+@bp.record_once
+def _register(state) -> None:
+    # First in the list, so it runs after Flask-Limiter's own after_request (they run reversed).
+    state.app.after_request_funcs.setdefault(None, []).insert(0, finish_api_response)
+
+
+def finish_api_response(response: Response) -> Response:
+    if not request.path.startswith("/api/"):
+        return response
+    response = _limit_unrouted(response)
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
+def _limit_unrouted(response: Response) -> Response:
+    if (
+        request.url_rule is not None
+        or "X-RateLimit-Limit" in response.headers
+        or not limiter.enabled
+    ):
+        return response
+    args = [rate_limit_key(), SCOPE]
+    # The prefix Flask-Limiter put on its own keys (fixed at its first init_app).
+    prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
+    if prefix:
+        args.insert(0, prefix)
+    shown = None
+    for item in sorted(parse_many(rate_limit_value())):
+        allowed = limiter.limiter.hit(item, *args)
+        reset, remaining = limiter.limiter.get_window_stats(item, *args)
+        if not allowed:
+            retry = max(1, int(reset - time.time()))
+            response = api_error(
+                "rate_limited",
+                429,
+                "Too many requests; slow down and retry after the time in Retry-After.",
+                headers={"Retry-After": str(retry)},
+            )
+            shown = (item, 0, reset)
+            break
+        if shown is None:
+            shown = (item, remaining, reset)
+    if shown is not None:
+        item, remaining, reset = shown
+        response.headers["X-RateLimit-Limit"] = str(item.amount)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(int(reset))
+    return response

@@ -1,0 +1,296 @@
+"""The endpoints of SPEC §4. Each loads and authorises through the token service, calls one
+service function, commits once, and answers JSON built from the models in schemas.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Response, jsonify, request, url_for
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import UnsupportedMediaType
+
+from blueprints.api import bp, schemas
+from blueprints.api.auth import current_api_actor
+from extensions import db
+from models import ApiToken, AuditEvent, utcnow
+from services import audit
+from services import tokens as token_service
+from services.actor import Actor
+from services.errors import Forbidden, ValidationFailed
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+LIST_FIELDS = ("scopes",)
+# In a form an empty value means "not set" (or, for expires_at, "never"); a name stays text.
+KEEP_EMPTY = ("name",)
+
+
+# ---------------------------------------------------------------- input
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _form_to_dict(form: MultiDict[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key in form:
+        values = form.getlist(key)
+        if key in LIST_FIELDS:
+            data[key] = [s for v in values for s in v.replace(",", " ").split()]
+        elif len(values) > 1:
+            data[key] = values  # refused by the model: one value per field
+        elif values[0] == "" and key not in KEEP_EMPTY:
+            data[key] = None
+        else:
+            data[key] = values[0]
+    return data
+
+
+def request_data() -> dict[str, Any]:
+    """The body as a dict, from JSON or a form; {} when there is no body."""
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ValidationFailed(
+                "The body is not valid JSON.", details={"body": "Malformed JSON."}
+            ) from None
+        if not isinstance(data, dict):
+            raise ValidationFailed(details={"body": "Send a JSON object."})
+        return data
+    if request.mimetype in FORM_TYPES:
+        return _form_to_dict(request.form)
+    if not request.mimetype and not request.content_length and not request.get_data():
+        return {}
+    raise UnsupportedMediaType()
+
+
+def query_data() -> dict[str, Any]:
+    return {key: values if len(values) > 1 else values[0] for key, values in request.args.lists()}
+
+
+def require_scope(actor: Actor, scope: str) -> None:
+    if not actor.has_scope(scope):
+        raise Forbidden(f"This token lacks the {scope} permission.")
+
+
+# ---------------------------------------------------------------- output
+
+
+def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
+    fields = {
+        "id": token.id,
+        "name": token.name,
+        "environment": token.environment,
+        "role": token.role,
+        "scopes": list(token.scopes or []),
+        "type": token.type,
+        "active": token.active,
+        "status": token.status,
+        "prefix": token.prefix,
+        "created_at": _iso(token.created_at),
+        "updated_at": _iso(token.updated_at),
+        "expires_at": _iso(token.expires_at),
+        "last_used_at": _iso(token.last_used_at),
+        "revoked_at": _iso(token.revoked_at),
+        "created_by": token.created_by_label,
+        "href": url_for("api.get_token", token_id=token.id, _external=True),
+    }
+    if secret is not None:
+        return schemas.TokenWithSecret(**fields, token=secret).model_dump()
+    return schemas.Token(**fields).model_dump()
+
+
+def event_json(event: AuditEvent) -> dict[str, Any]:
+    return schemas.AuditEvent(
+        id=event.id,
+        action=event.action,
+        actor=schemas.AuditActor(type=event.actor_type, label=event.actor_label),
+        environment=event.environment,
+        target_type=event.target_type,
+        target_id=event.target_id,
+        target_label=event.target_label,
+        ip=event.ip,
+        user_agent=event.user_agent,
+        details=event.details or {},
+        created_at=_iso(event.created_at),
+    ).model_dump()
+
+
+def _count(query: sa.Select) -> int:
+    subquery = query.order_by(None).subquery()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(subquery)) or 0
+
+
+def page_of(query: sa.Select, unfiltered: sa.Select, offset: int, length: int):
+    """One page of `query` with Librato's `query` envelope."""
+    rows = list(db.session.scalars(query.offset(offset).limit(length)))
+    envelope = {
+        "found": _count(query),
+        "length": len(rows),
+        "offset": offset,
+        "total": _count(unfiltered),
+    }
+    return rows, envelope
+
+
+def with_secret(payload: dict[str, Any], status: int) -> Response:
+    response = jsonify(payload)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+@bp.get("/whoami")
+def whoami():
+    actor = current_api_actor()
+    token = actor.token
+    assert token is not None
+    return jsonify(
+        schemas.WhoAmI(
+            token=schemas.Token(**token_json(token)),
+            organization=schemas.WhoAmIOrganization(
+                id=actor.organization.id, name=actor.organization.name
+            ),
+            environment=token.environment,
+            role=token.role,
+            scopes=sorted(actor.scopes),
+            created_by=token.created_by_label,
+        ).model_dump()
+    )
+
+
+@bp.get("/api_tokens")
+def list_tokens():
+    actor = current_api_actor()
+    require_scope(actor, "tokens:read")
+    params = schemas.parse(schemas.TokenListQuery, query_data())
+    unfiltered = token_service.tokens_of(actor.organization, actor.environment)
+    query = unfiltered
+    if params.name is not None:
+        query = query.where(ApiToken.name == params.name)
+    if params.active is not None:
+        query = query.where(ApiToken.active.is_(params.active))
+    if params.status is not None:
+        query = token_service.with_status(query, params.status, utcnow())
+    if params.role is not None:
+        query = query.where(ApiToken.role == token_service.normalize_role(params.role))
+    if params.type is not None:
+        query = query.where(ApiToken.type == params.type)
+    rows, envelope = page_of(query, unfiltered, params.offset, params.length)
+    return jsonify({"query": envelope, "api_tokens": [token_json(t) for t in rows]})
+
+
+@bp.get("/api_tokens/<token_id>")
+def get_token(token_id: str):
+    actor = current_api_actor()
+    require_scope(actor, "tokens:read")
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    return jsonify(token_json(token))
+
+
+def _expiry(body: schemas.TokenCreate, actor: Actor) -> datetime | None:
+    if body.expires_at is not None and body.expires_in_days is not None:
+        message = "Give expires_at or expires_in_days, not both."
+        raise ValidationFailed(details={"expires_at": message, "expires_in_days": message})
+    if body.expires_in_days is not None:
+        return token_service.expiry_from_days(body.expires_in_days)
+    if "expires_at" in body.model_fields_set:
+        return body.expires_at  # an explicit null: never, where the policy allows it
+    return token_service.default_expiry(actor.organization)
+
+
+@bp.post("/api_tokens")
+def create_token():
+    actor = current_api_actor()
+    body = schemas.parse(schemas.TokenCreate, request_data())
+    token, secret = token_service.create_token(
+        actor.organization,
+        actor,
+        name=body.name,
+        environment=body.environment or actor.environment,
+        role=body.role,
+        scopes=body.scopes or [],
+        type=body.type,
+        expires_at=_expiry(body, actor),
+    )
+    db.session.commit()
+    response = with_secret(token_json(token, secret), 201)
+    response.headers["Location"] = url_for("api.get_token", token_id=token.id, _external=True)
+    return response
+
+
+@bp.route("/api_tokens/<token_id>", methods=["PUT", "PATCH"])
+def update_token(token_id: str):
+    actor = current_api_actor()
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    body = schemas.parse(schemas.TokenUpdate, request_data())
+    changes = {
+        field: getattr(body, field)
+        for field in body.model_fields_set
+        if getattr(body, field) is not None or field in ("expires_at", "scopes")
+    }
+    token_service.update_token(token, actor, **changes)
+    db.session.commit()
+    return jsonify(token_json(token))
+
+
+@bp.delete("/api_tokens/<token_id>")
+def revoke_token(token_id: str):
+    actor = current_api_actor()
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    token_service.revoke_token(token, actor)
+    db.session.commit()
+    return "", 204
+
+
+@bp.delete("/api_tokens")
+def revoke_token_by_name():
+    actor = current_api_actor()
+    params = schemas.parse(schemas.DeleteByNameQuery, query_data())
+    token = token_service.find_live_by_name(actor.organization, actor.environment, params.name)
+    token_service.revoke_token(token, actor)
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/api_tokens/<token_id>/rotate")
+def rotate_token(token_id: str):
+    actor = current_api_actor()
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    body = schemas.parse(schemas.TokenRotate, request_data())
+    secret = token_service.rotate_token(token, actor, grace_seconds=body.grace_period_seconds)
+    db.session.commit()
+    return with_secret(token_json(token, secret), 200)
+
+
+@bp.get("/audit_events")
+def list_audit_events():
+    actor = current_api_actor()
+    require_scope(actor, "audit:read")
+    params = schemas.parse(schemas.AuditListQuery, query_data())
+    unfiltered = audit.events_of(actor.organization, environment=actor.environment)
+    query = audit.events_of(
+        actor.organization,
+        environment=actor.environment,
+        action=params.action,
+        target_id=params.target_id,
+    )
+    rows, envelope = page_of(query, unfiltered, params.offset, params.length)
+    return jsonify({"query": envelope, "audit_events": [event_json(e) for e in rows]})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from blueprints.api.openapi import document
+
+    return jsonify(document())

@@ -1,0 +1,123 @@
+"""SPEC §4 rate limits: per token (token override, else the organization's policy, else
+RATE_LIMIT_DEFAULT), per address without a token, headers on every response, 429 JSON.
+
+Runs on in-process storage and, when TEST_REDIS_URL is set, on Redis."""
+
+from __future__ import annotations
+
+import pytest
+from api_support import API, bearer, error_code
+
+RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+@pytest.fixture
+def app_config(limit_storage):
+    return {**limit_storage, "API_UNAUTHENTICATED_RATE_LIMIT": "4/minute"}
+
+
+@pytest.fixture
+def org(make_org):
+    return make_org()
+
+
+def _limited_token(db, make_token, org, limit="3/minute", **kwargs):
+    token, secret = make_token(org, **kwargs)
+    token.rate_limit = limit
+    db.session.commit()
+    return token, secret
+
+
+def test_the_token_limit_gives_429_rate_limited_with_retry_after(client, db, org, make_token):
+    _, secret = _limited_token(db, make_token, org)
+    remaining = []
+    for _ in range(3):
+        response = client.get(f"{API}/whoami", headers=bearer(secret))
+        assert response.status_code == 200
+        assert response.headers["X-RateLimit-Limit"] == "3"
+        assert "Retry-After" not in response.headers  # only a 429 says when to retry
+        remaining.append(response.headers["X-RateLimit-Remaining"])
+    assert remaining == ["2", "1", "0"]
+    response = client.get(f"{API}/api_tokens", headers=bearer(secret))  # any endpoint counts
+    assert response.status_code == 429
+    assert error_code(response) == "rate_limited"
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    for header in RATE_HEADERS:
+        assert header in response.headers
+
+
+def test_each_token_has_its_own_bucket(client, db, org, make_token):
+    _, first = _limited_token(db, make_token, org, limit="1/minute")
+    _, second = _limited_token(db, make_token, org, limit="1/minute")
+    assert client.get(f"{API}/whoami", headers=bearer(first)).status_code == 200
+    assert client.get(f"{API}/whoami", headers=bearer(first)).status_code == 429
+    assert client.get(f"{API}/whoami", headers=bearer(second)).status_code == 200
+
+
+def test_the_organizations_policy_applies_without_a_token_override(
+    client, db, make_org, make_token
+):
+    org = make_org()
+    org.rate_limit = "2/minute"
+    db.session.commit()
+    _, secret = make_token(org)
+    statuses = [client.get(f"{API}/whoami", headers=bearer(secret)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+def test_the_default_limit_applies_to_a_default_organization(client, org, make_token):
+    _, secret = make_token(org)
+    response = client.get(f"{API}/whoami", headers=bearer(secret))
+    # RATE_LIMIT_DEFAULT "1000/minute;100/second": the tighter window is shown.
+    assert response.headers["X-RateLimit-Limit"] == "100"
+
+
+def test_a_malformed_limit_falls_back_to_the_policy(client, db, org, make_token):
+    _, secret = _limited_token(db, make_token, org, limit="lots please")
+    response = client.get(f"{API}/whoami", headers=bearer(secret))
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "100"
+
+
+def test_requests_without_a_valid_token_are_limited_per_address(client, org):
+    statuses = [client.get(f"{API}/whoami", headers=bearer("nope")).status_code for _ in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
+
+
+def test_every_api_response_carries_rate_limit_headers(client, db, org, make_token):
+    _, secret = _limited_token(db, make_token, org, limit="50/minute")
+    responses = [
+        client.get(f"{API}/whoami", headers=bearer(secret)),
+        client.get(f"{API}/api_tokens/unknown", headers=bearer(secret)),
+        client.get(f"{API}/no/such/path", headers=bearer(secret)),
+        client.patch(f"{API}/whoami", headers=bearer(secret)),
+        client.post(f"{API}/api_tokens", json={"bad": 1}, headers=bearer(secret)),
+        client.get(f"{API}/openapi.json"),
+        client.get(f"{API}/whoami"),
+    ]
+    for response in responses:
+        for header in RATE_HEADERS:
+            assert header in response.headers, (response.status_code, header)
+    # Unrouted paths count against the same bucket as everything else.
+    assert [r.headers["X-RateLimit-Remaining"] for r in responses[:5]] == [
+        "49", "48", "47", "46", "45",
+    ]  # fmt: skip
+
+
+def test_unrouted_paths_are_limited_too(client, db, org, make_token):
+    _, secret = _limited_token(db, make_token, org, limit="2/minute")
+    assert client.get(f"{API}/nope", headers=bearer(secret)).status_code == 404
+    assert client.get(f"{API}/whoami", headers=bearer(secret)).status_code == 200
+    response = client.get(f"{API}/nope", headers=bearer(secret))
+    assert response.status_code == 429
+    assert error_code(response) == "rate_limited"
+    assert "Retry-After" in response.headers
+
+
+def test_rate_limit_default_applies_when_the_policy_has_none(client, db, org, make_token):
+    org.rate_limit = ""
+    db.session.commit()
+    _, secret = make_token(org)
+    response = client.get(f"{API}/whoami", headers=bearer(secret))
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "100"  # RATE_LIMIT_DEFAULT's 100/second

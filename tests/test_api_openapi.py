@@ -1,0 +1,108 @@
+"""GET /api/v1/openapi.json: an OpenAPI 3.1 document generated from the API's own models."""
+
+from __future__ import annotations
+
+import schemathesis
+from api_support import API
+
+METHODS = {"get", "put", "patch", "post", "delete"}
+
+
+def _document(client):
+    response = client.get(f"{API}/openapi.json")  # no token needed
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_the_document_is_served_without_auth_and_is_openapi_3_1(client):
+    doc = _document(client)
+    assert doc["openapi"] == "3.1.0"
+    assert doc["servers"] == [{"url": f"http://localhost{API}"}]
+    assert doc["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "The token."},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "basic": {
+            "type": "http",
+            "scheme": "basic",
+            "description": "Any username; the token is the password.",
+        },
+    }
+    assert doc["security"] == [{"bearer": []}, {"apiKey": []}, {"basic": []}]
+    assert doc["paths"]["/openapi.json"]["get"]["security"] == []
+
+
+def test_every_route_and_method_of_the_api_is_documented(app, client):
+    doc = _document(client)
+    documented = {
+        (path, method.upper())
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in METHODS
+    }
+    routed = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api."):
+            path = rule.rule.removeprefix(API).replace("<token_id>", "{token_id}")
+            routed |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == routed
+
+
+def test_every_operation_documents_its_errors_with_the_error_schema(client):
+    doc = _document(client)
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            codes = set(operation["responses"])
+            assert {"405", "429", "500"} <= codes, (path, method)
+            if path != "/openapi.json":
+                assert "401" in codes, (path, method)
+            for code, response in operation["responses"].items():
+                if code.startswith(("4", "5")):
+                    name = response["$ref"].rsplit("/", 1)[-1]
+                    content = doc["components"]["responses"][name]["content"]
+                    assert content["application/json"]["schema"] == error_ref
+    rotate = doc["paths"]["/api_tokens/{token_id}/rotate"]["post"]["responses"]
+    assert "404" in rotate
+
+
+def test_request_bodies_accept_json_and_forms_and_refuse_unknown_fields(client):
+    doc = _document(client)
+    schemas = doc["components"]["schemas"]
+    for path, method, model in [
+        ("/api_tokens", "post", "TokenCreate"),
+        ("/api_tokens/{token_id}", "put", "TokenUpdate"),
+        ("/api_tokens/{token_id}", "patch", "TokenUpdate"),
+        ("/api_tokens/{token_id}/rotate", "post", "TokenRotate"),
+    ]:
+        content = doc["paths"][path][method]["requestBody"]["content"]
+        assert set(content) == {"application/json", "application/x-www-form-urlencoded"}
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+        assert schemas[model]["additionalProperties"] is False
+    assert set(schemas["TokenCreate"]["properties"]) == {
+        "name", "role", "scopes", "type", "environment", "expires_at", "expires_in_days",
+    }  # fmt: skip
+    assert schemas["TokenCreate"]["required"] == ["name"]
+
+
+def test_the_list_parameters_are_documented_with_their_bounds(client):
+    doc = _document(client)
+    params = {p["name"]: p for p in doc["paths"]["/api_tokens"]["get"]["parameters"]}
+    assert set(params) == {"offset", "length", "name", "active", "status", "role", "type"}
+    assert params["length"]["schema"]["maximum"] == 100
+
+
+def test_schemathesis_loads_every_operation(client):
+    schema = schemathesis.openapi.from_dict(_document(client))
+    results = list(schema.get_all_operations())
+    assert len(results) == 11
+    for result in results:
+        result.ok()  # raises if an operation's definition is invalid
+
+
+def test_the_document_validates_against_the_openapi_3_1_meta_schema(client):
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+
+    errors = [error.message for error in OPENAPI_31_VALIDATOR.iter_errors(_document(client))]
+    assert errors == []
