@@ -33,9 +33,11 @@ def create_app(
     configure_sqlite(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"))
-    app.before_request(_refuse_oversized_body)  # before CSRF, which reads the form
-    csrf.init_app(app)
+    # Order matters: the limiter counts (and heads) every request, even an oversized one;
+    # the size check comes before CSRF, which reads the form.
     limiter.init_app(app)
+    app.before_request(_refuse_oversized_body)
+    csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."

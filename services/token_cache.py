@@ -54,7 +54,10 @@ class VerifiedToken:
     type: str
     active: bool
     prefix: str
+    created_at: datetime
+    updated_at: datetime
     expires_at: datetime | None
+    last_used_at: datetime | None
     revoked_at: datetime | None
     created_by_user_id: int | None
     created_by_token_id: str | None

@@ -412,7 +412,8 @@ def test_a_token_never_grants_more_than_it_has_nor_outside_its_environment(db, o
     as_token = Actor(organization=org, membership=owner.membership, token=writer)
     with pytest.raises(Forbidden):
         create(org, as_token, name="x", role="admin")
-    with pytest.raises(NotFound):
+    # Creating elsewhere is a permission it lacks; no existing id is involved.
+    with pytest.raises(Forbidden):
         create(org, as_token, name="x", environment="production")
     prod, _ = create(org, owner, name="prod", environment="production")
     with pytest.raises(NotFound):
