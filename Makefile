@@ -23,7 +23,7 @@ run: install
 		'app:create_app()'
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 lint: install
 	$(BIN)/ruff check .
