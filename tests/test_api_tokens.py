@@ -15,7 +15,8 @@ from tests.conftest import owner_actor
 
 TOKEN_FIELDS = {
     "id", "name", "environment", "role", "scopes", "type", "active", "status", "prefix",
-    "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by", "href",
+    "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by",
+    "allowed_ips", "href",
 }  # fmt: skip
 
 

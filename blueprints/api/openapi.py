@@ -195,6 +195,22 @@ def _paths() -> dict[str, Any]:
                 parameters=_query_parameters(schemas.AuditListQuery),
             )
         },
+        "/leaks": {
+            "post": _operation(
+                "Report leaked tokens (for secret scanners; no authentication). "
+                "Live matches are revoked; the answer is counts only.",
+                "reportLeaks",
+                {
+                    "200": _ok("Received.", schemas.LeakReportResult),
+                    **_errors("400", "405", "413", "415", "429", "500"),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(schemas.LeakReport)}},
+                },
+                security=[],
+            )
+        },
         "/openapi.json": {
             "get": _operation(
                 "This document. No authentication.",

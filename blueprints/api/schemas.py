@@ -47,6 +47,17 @@ Text = Annotated[str, AfterValidator(_printable)]
 DateTimeText = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
+AllowedIps = Annotated[
+    list[Annotated[str, Field(max_length=64)]] | None,
+    Field(
+        default=None,
+        max_length=50,
+        description="Addresses or CIDR ranges the token may be used from; "
+        "null or empty means anywhere.",
+    ),
+]
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +81,7 @@ class TokenCreate(_Input):
     )
     expires_at: UtcDatetime | None = None
     expires_in_days: int | None = Field(default=None, ge=1, le=36500)
+    allowed_ips: AllowedIps = None
 
 
 class TokenUpdate(_Input):
@@ -80,6 +92,7 @@ class TokenUpdate(_Input):
     role: Role | None = None
     scopes: list[Scope] | None = None
     expires_at: UtcDatetime | None = None
+    allowed_ips: AllowedIps = None
 
 
 class TokenRotate(_Input):
@@ -131,6 +144,7 @@ class Token(BaseModel):
     last_used_at: DateTimeText | None
     revoked_at: DateTimeText | None
     created_by: str
+    allowed_ips: list[str] | None
     href: str
 
 
@@ -188,6 +202,17 @@ class WhoAmI(BaseModel):
     created_by: str
 
 
+class LeakReport(_Input):
+    """Strings that look like Keysmith tokens (the regular expression in docs/security.md)."""
+
+    tokens: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=100)
+
+
+class LeakReportResult(BaseModel):
+    received: int = Field(description="How many strings were reported.")
+    revoked: int = Field(description="How many live tokens were revoked because of them.")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -198,8 +223,16 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate)
-RESPONSE_MODELS = (Token, TokenWithSecret, TokenList, AuditEventList, WhoAmI, Error)
+REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, LeakReport)
+RESPONSE_MODELS = (
+    Token,
+    TokenWithSecret,
+    TokenList,
+    AuditEventList,
+    WhoAmI,
+    LeakReportResult,
+    Error,
+)
 
 
 # ---------------------------------------------------------------- validation

@@ -4,25 +4,29 @@ service function, commits once, and answers JSON built from the models in schema
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Response, jsonify, request, url_for
+from flask_limiter.util import get_remote_address
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.api import bp, schemas
 from blueprints.api.auth import current_api_actor
-from extensions import db
+from extensions import db, limiter
 from models import ApiToken, AuditEvent, utcnow
-from services import audit
+from services import audit, leaks
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import Forbidden, ValidationFailed
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-LIST_FIELDS = ("scopes",)
+LIST_FIELDS = ("scopes", "allowed_ips")
+# Reports from secret scanners, per client address (they send no token).
+LEAK_RATE_LIMIT = "60/minute;10/second"
 # In a form an empty value means "not set" (or, for expires_at, "never"); a name stays text.
 KEEP_EMPTY = ("name",)
 
@@ -100,6 +104,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
         "last_used_at": _iso(token.last_used_at),
         "revoked_at": _iso(token.revoked_at),
         "created_by": token.created_by_label,
+        "allowed_ips": list(token.allowed_ips) if token.allowed_ips else None,
         "href": url_for("api.get_token", token_id=token.id, _external=True),
     }
     if secret is not None:
@@ -222,6 +227,7 @@ def create_token():
         scopes=body.scopes or [],
         type=body.type,
         expires_at=_expiry(body, actor),
+        allowed_ips=body.allowed_ips,
     )
     db.session.commit()
     response = with_secret(token_json(token, secret), 201)
@@ -237,7 +243,7 @@ def update_token(token_id: str):
     changes = {
         field: getattr(body, field)
         for field in body.model_fields_set
-        if getattr(body, field) is not None or field in ("expires_at", "scopes")
+        if getattr(body, field) is not None or field in ("expires_at", "scopes", "allowed_ips")
     }
     token_service.update_token(token, actor, **changes)
     db.session.commit()
@@ -287,6 +293,21 @@ def list_audit_events():
     )
     rows, envelope = page_of(query, unfiltered, params.offset, params.length)
     return jsonify({"query": envelope, "audit_events": [event_json(e) for e in rows]})
+
+
+@bp.post("/leaks")
+@limiter.limit(LEAK_RATE_LIMIT, key_func=get_remote_address, override_defaults=False)
+def report_leaks():
+    """Secret scanners report strings that look like our tokens; no authentication.
+
+    Live matches are revoked. The answer is counts only, never which string matched.
+    """
+    body = schemas.parse(schemas.LeakReport, request_data())
+    report = leaks.report_leaks(
+        body.tokens, ip=request.remote_addr, user_agent=request.user_agent.string or None
+    )
+    db.session.commit()
+    return jsonify(schemas.LeakReportResult(**asdict(report)).model_dump())
 
 
 @bp.get("/openapi.json")

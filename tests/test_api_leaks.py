@@ -1,0 +1,109 @@
+"""POST /api/v1/leaks: secret scanners report tokens; live ones are revoked; counts only."""
+
+import pytest
+import sqlalchemy as sa
+
+from models import AuditEvent
+from services import secrets as token_secrets
+
+URL = "/api/v1/leaks"
+
+
+def test_a_reported_token_is_revoked_and_the_answer_is_counts_only(
+    client, db, make_org, make_token
+):
+    org = make_org()
+    token, secret = make_token(org, environment="production")
+    other, other_secret = make_token(org)
+    unknown = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
+
+    response = client.post(URL, json={"tokens": [secret, unknown]})
+    assert response.status_code == 200
+    assert response.get_json() == {"received": 2, "revoked": 1}
+    assert "X-RateLimit-Limit" in response.headers
+
+    # The revoked token no longer authenticates; the other one still does.
+    revoked = client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"})
+    assert revoked.status_code == 401
+    assert revoked.get_json()["error"]["code"] == "token_revoked"
+    fine = client.get("/api/v1/whoami", headers={"Authorization": f"Bearer {other_secret}"})
+    assert fine.status_code == 200
+
+    event = db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "token.revoked"))
+    assert (event.target_id, event.actor_label, event.details) == (
+        token.id,
+        "leak report",
+        {"reason": "leaked"},
+    )
+
+
+def test_the_answer_does_not_say_which_string_was_a_token(client, make_org, make_token):
+    org = make_org()
+    _, secret = make_token(org)
+    first = client.post(URL, json={"tokens": [secret]}).get_json()
+    again = client.post(URL, json={"tokens": [secret]}).get_json()  # already revoked now
+    assert first == {"received": 1, "revoked": 1}
+    assert again == {"received": 1, "revoked": 0}
+
+
+def test_admins_see_a_banner_members_do_not(
+    client, db, make_org, make_user, make_member, make_token
+):
+    owner = make_user(email="owner@example.com")
+    org = make_org(owner=owner)
+    make_member(org, role="member", user=make_user(email="member@example.com"))
+    _, secret = make_token(org)
+    client.post(URL, json={"tokens": [secret]})
+
+    client.sign_in("owner@example.com")
+    assert "reported leaked" in client.get("/connections/api-tokens").get_data(as_text=True)
+    client.form("/logout", page="/connections/api-tokens")
+    client.sign_in("member@example.com")
+    assert "reported leaked" not in client.get("/connections/api-tokens").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tokens": []},
+        {"tokens": "ks_sbx_x"},
+        {"tokens": ["not a token"]},
+        {"tokens": [1]},
+        {"tokens": ["x" * 5000]},
+        {"tokens": ["ks_sbx_" + "a" * 16 + "_" + "b" * 38] * 101},
+        {"tokens": [], "extra": 1},
+        {},
+    ],
+)
+def test_malformed_reports_get_400_and_change_nothing(client, db, make_org, make_token, body):
+    org = make_org()
+    token, _ = make_token(org)
+    response = client.post(URL, json=body)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "validation_error"
+    db.session.refresh(token)
+    assert token.status == "active"
+
+
+def test_ten_thousand_strings_are_refused_without_work(client):
+    response = client.post(URL, json={"tokens": ["ks_sbx_x"] * 10_000})
+    assert response.status_code == 400
+
+
+@pytest.fixture
+def app_config(limit_storage):
+    return limit_storage
+
+
+def test_reports_are_rate_limited_per_address(client):
+    statuses = [
+        client.post(
+            URL, json={"tokens": ["nope"]}, environ_base={"REMOTE_ADDR": "198.51.100.7"}
+        ).status_code
+        for _ in range(12)
+    ]
+    assert statuses.count(429) >= 1 and statuses[0] == 400
+    other = client.post(
+        URL, json={"tokens": ["nope"]}, environ_base={"REMOTE_ADDR": "198.51.100.8"}
+    )
+    assert other.status_code == 400
