@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import click
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from extensions import db
-from models import ENVIRONMENTS, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization
+from models import ENVIRONMENTS, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
 from services import accounts, hygiene, tokens
-from services.actor import system_actor
+from services.actor import Actor, system_actor
 from services.errors import DomainError
 
 keysmith = AppGroup("keysmith", help="Keysmith operator commands.")
@@ -73,6 +74,27 @@ def _cli_actor(organization: Organization):
     return system_actor(organization, "cli")
 
 
+def _owner_actor(organization: Organization, email: str | None) -> Actor:
+    """The person a CLI-made token belongs to: a token acts with its owner's rights, so a
+    token with no owner could do nothing. Defaults to the organization's first owner."""
+    query = (
+        sa.select(Membership)
+        .join(Membership.user)
+        .where(Membership.organization_id == organization.id)
+        .order_by(Membership.id)
+    )
+    if email:
+        query = query.where(User.email == accounts.normalize_email(email))
+    else:
+        query = query.where(Membership.role == "owner")
+    membership = db.session.scalar(query.limit(1))
+    if membership is None:
+        raise click.ClickException(
+            f"No member {email} in organization {organization.id}." if email else "No owner."
+        )
+    return Actor(organization=organization, membership=membership)
+
+
 @tokens_cli.command("create")
 @click.option("--org", "org_id", type=int, required=True, help="Organization id.")
 @click.option("--name", required=True)
@@ -84,13 +106,19 @@ def _cli_actor(organization: Organization):
 @click.option("--type", "type_", type=click.Choice(TOKEN_TYPES), default="generic")
 @click.option("--expires-in-days", type=int, default=90, show_default=True)
 @click.option("--never-expires", is_flag=True, help="Only where the key policy allows it.")
-def create_token(org_id, name, environment, role, scopes, type_, expires_in_days, never_expires):
+@click.option(
+    "--owner", "owner_email", default=None, help="Member the token belongs to (default: an owner)."
+)
+def create_token(
+    org_id, name, environment, role, scopes, type_, expires_in_days, never_expires, owner_email
+):
     """Create a token and print its secret (shown this once)."""
     organization = _organization(org_id)
+    actor = _owner_actor(organization, owner_email)
     try:
         _, secret = tokens.create_token(
             organization,
-            _cli_actor(organization),
+            actor,
             name=name,
             environment=environment,
             role=role,

@@ -49,10 +49,34 @@ def test_create_first_user_then_manage_tokens(app, db):
     assert revoked.exit_code == 0
     db.session.expire_all()
     assert db.session.get(ApiToken, token.id).status == "revoked"
-    actions = db.session.scalars(
-        sa.select(AuditEvent.action).where(AuditEvent.actor_label == "cli").order_by(AuditEvent.id)
+    events = db.session.execute(
+        sa.select(AuditEvent.action, AuditEvent.actor_label)
+        .where(AuditEvent.action.like("token.%"))
+        .order_by(AuditEvent.id)
     ).all()
-    assert actions == ["token.created", "token.rotated", "token.revoked"]
+    assert events == [
+        ("token.created", "ops@example.com"),  # the token belongs to the owner
+        ("token.rotated", "cli"),
+        ("token.revoked", "cli"),
+    ]
+
+
+def test_a_cli_token_works_on_the_api_with_its_owners_rights(app, db, client):
+    _run(app, "create-user", "boot@example.com", "Boot", "--password", "a long operator password")
+    org_id = db.session.scalar(sa.select(Organization.id))
+    secret = _run(
+        app, "tokens", "create", "--org", str(org_id), "--name", "boot", "--role", "admin"
+    ).output.strip()
+    auth = {"Authorization": f"Bearer {secret}"}
+    who = client.get("/api/v1/whoami", headers=auth).get_json()
+    assert who["created_by"] == "boot@example.com"
+    assert set(who["scopes"]) == {"tokens:read", "tokens:write", "audit:read", "members:read"}
+    made = client.post("/api/v1/api_tokens", json={"name": "from api"}, headers=auth)
+    assert made.status_code == 201
+    unknown = _run(
+        app, "tokens", "create", "--org", str(org_id), "--name", "x", "--owner", "no@example.com"
+    )
+    assert unknown.exit_code != 0 and "No member" in unknown.output
 
 
 def test_cli_errors_are_clear_and_change_nothing(app, db, make_org):
