@@ -78,7 +78,7 @@ def index():
     if fragment:
         # The address bar gets a clean URL, and never a pasted secret (its prefix instead).
         headers["HX-Push-Url"] = "false" if search.error else search.url(environment)
-    if search.lookup is not None and search.lookup.kind in ("secret", "malformed"):
+    if search.hides_list:
         headers |= {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     return html, status, headers
 
@@ -340,8 +340,13 @@ class Search:
     errors: dict[str, str] = field(default_factory=dict)
 
     @property
+    def hides_list(self) -> bool:
+        """A pasted secret is answered by the lookup card alone."""
+        return self.lookup is not None and self.lookup.kind in ("secret", "malformed")
+
+    @property
     def active(self) -> bool:
-        return bool(self.q or self.filter)
+        return bool(self.q or self.filter or self.hides_list)
 
     def url(self, environment: str, **change) -> str:
         params = {"environment": environment, "q": self.typed, "filter": self.filter} | change
@@ -367,7 +372,7 @@ def _search_from_args(environment: str) -> Search:
         return search
     search.typed = search.q
     search.lookup = tokens.identify_token(current_org(), search.q) if search.q else None
-    if search.lookup is not None and search.lookup.kind in ("secret", "malformed"):
+    if search.hides_list:
         # Show (and push) the prefix, never the secret itself.
         token = search.lookup.token
         search.typed = token.prefix if token is not None and search.lookup.verified else ""
@@ -390,7 +395,7 @@ def _page(
     query = tokens.search_tokens(
         organization, environment, search.q, hygiene_filter=search.filter, now=now
     )
-    if search.lookup is not None and search.lookup.kind in ("secret", "malformed"):
+    if search.hides_list:
         query = query.where(sa.false())  # the lookup card answers; the list has nothing to add
     template = "tokens/_region.html" if fragment else "tokens/index.html"
     html = render_template(
