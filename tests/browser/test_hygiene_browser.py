@@ -232,6 +232,11 @@ def test_hygiene_badges_filters_and_rotate_from_a_badge(page, shot, live_server)
     expect(page.get_by_text("The previous secret keeps working until")).to_be_visible()
     shot(page, "rotated")
 
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{PAGE}?filter=unused")
+    expect(row_of(page, "Forgotten key")).to_be_visible()
+    shot(page, "phone")
+
 
 def test_ip_allowlist_on_the_token_page(page, shot):
     sign_up(page)
