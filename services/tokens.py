@@ -174,9 +174,10 @@ def parse_search(value: object) -> str:
         raise ValidationFailed(
             details={"q": f"Search for at most {SEARCH_MAX} characters: a name, prefix or secret."}
         )
+    value = value.strip()  # a pasted secret often brings a new line along
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValidationFailed(details={"q": "Search may not contain control characters."})
-    return value.strip().removesuffix("…").removesuffix("...").strip()
+    return value.removesuffix("…").removesuffix("...").strip()
 
 
 def parse_hygiene_filter(value: object) -> str | None:

@@ -192,7 +192,7 @@ def test_a_pasted_secret_of_this_organization_names_its_token_with_a_revoke(
 ):
     token, secret = make_token(org, name="leaky", environment="production")
     for headers in ({}, HX):
-        response = signed_in.get(PAGE, query_string={"q": f"  {secret}  "}, headers=headers)
+        response = signed_in.get(PAGE, query_string={"q": f"  {secret}\r\n"}, headers=headers)
         html = html_of(response)
         assert response.status_code == 200
         assert "This is the secret of" in html and "“leaky”" in html

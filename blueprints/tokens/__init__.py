@@ -74,7 +74,7 @@ def index():
     html, status = _page(
         environment, status=400 if search.error else 200, fragment=fragment, search=search
     )
-    headers = {}
+    headers = {"Vary": "HX-Request"}  # one URL, two answers: caches must keep them apart
     if fragment:
         # The address bar gets a clean URL, and never a pasted secret (its prefix instead).
         headers["HX-Push-Url"] = "false" if search.error else search.url(environment)
