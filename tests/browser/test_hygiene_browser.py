@@ -219,7 +219,7 @@ def test_hygiene_badges_filters_and_rotate_from_a_badge(page, shot, live_server)
     # Searching keeps the filter (its hidden input is swapped with the chips).
     search(page, "busy")
     expect(page.get_by_text("No sandbox tokens match")).to_be_visible()
-    search(page, "")
+    search(page, "EXPIRING")
     expect(row_of(page, "Expiring key")).to_be_visible()
 
     row_of(page, "Expiring key").get_by_role("link", name=re.compile("Expires soon")).click()
@@ -230,6 +230,11 @@ def test_hygiene_badges_filters_and_rotate_from_a_badge(page, shot, live_server)
     form.get_by_role("button", name="Rotate secret").click()
     expect(page.get_by_text("New secret for “Expiring key”")).to_be_visible()
     expect(page.get_by_text("The previous secret keeps working until")).to_be_visible()
+    # The region lists every token again, and the search box says so by being empty.
+    expect(page.get_by_label("Find a token")).to_have_value("")
+    expect(page.get_by_role("link", name="All", exact=True)).to_have_attribute(
+        "aria-current", "true"
+    )
     shot(page, "rotated")
 
     page.set_viewport_size({"width": 390, "height": 844})
