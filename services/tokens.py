@@ -30,7 +30,7 @@ from models import (
     TokenUsage,
     utcnow,
 )
-from services import audit, hygiene
+from services import audit
 from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
@@ -42,6 +42,7 @@ from services.errors import (
     TokenLimitReached,
     ValidationFailed,
 )
+from services.hygiene import expiring_filter, unused_filter
 from services.network import parse_allowlist
 
 NAME_MAX = 100
@@ -218,9 +219,9 @@ def search_tokens(
             )
         )
     if hygiene_filter == "expiring":
-        query = query.where(hygiene.expiring_filter(now))
+        query = query.where(expiring_filter(now))
     elif hygiene_filter == "unused":
-        query = query.where(hygiene.unused_filter(now))
+        query = query.where(unused_filter(now))
     return query.order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc(), ApiToken.id)
 
 
