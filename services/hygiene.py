@@ -58,6 +58,26 @@ def unused_filter(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def badges(token: ApiToken, now: datetime) -> tuple[str, ...]:
+    """The hygiene badges a token's row shows: "expiring", "unused", both or neither."""
+    return tuple(
+        name
+        for name, applies in (("expiring", is_expiring), ("unused", is_unused))
+        if applies(token, now)
+    )
+
+
+def counts(organization: Organization, environment: str, now: datetime) -> dict[str, int]:
+    """How many of one environment's tokens expire soon and how many are unused, in one query."""
+    expiring, unused = db.session.execute(
+        sa.select(
+            sa.func.count().filter(expiring_filter(now)),
+            sa.func.count().filter(unused_filter(now)),
+        ).where(ApiToken.organization_id == organization.id, ApiToken.environment == environment)
+    ).one()
+    return {"expiring": expiring or 0, "unused": unused or 0}
+
+
 def webhook_secret(organization: Organization) -> str:
     """The key an organization's webhook receiver verifies our signature with."""
     key = current_app.config["TOKEN_HMAC_KEY"].encode()

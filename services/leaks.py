@@ -15,9 +15,9 @@ from flask import current_app
 
 from extensions import db
 from models import ApiToken, Organization, utcnow
+from services import audit, tokens
 from services import secrets as token_secrets
-from services import tokens
-from services.actor import system_actor
+from services.actor import Actor, system_actor
 from services.errors import ValidationFailed
 
 MAX_REPORTED = 100
@@ -90,6 +90,16 @@ def report_leaks(
     return LeakReport(received=len(reported), revoked=revoked)
 
 
-def dismiss_alert(organization: Organization) -> None:
+def dismiss_alert(organization: Organization, actor: Actor | None = None) -> None:
+    """Hide the leak banner; audited as `leak_alert.dismissed` when a person dismisses it."""
+    if actor is not None and organization.leak_alert_at is not None:
+        audit.record(
+            actor,
+            "leak_alert.dismissed",
+            target_type="organization",
+            target_id=organization.id,
+            target_label=organization.name,
+            details={"leak_alert_at": organization.leak_alert_at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        )
     organization.leak_alert_at = None
     db.session.flush()

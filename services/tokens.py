@@ -6,6 +6,7 @@ Functions take an explicit actor, write the audit event, flush, and never commit
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from services.errors import (
     TokenLimitReached,
     ValidationFailed,
 )
+from services.hygiene import expiring_filter, unused_filter
 from services.network import parse_allowlist
 from services.token_cache import VerifiedToken
 
@@ -100,10 +102,21 @@ class TokenGroups:
         return self.live_count == 0 and not self.revoked
 
 
-def grouped_tokens(organization: Organization, environment: str) -> TokenGroups:
-    """One query, grouped in Python: the page's statement count does not grow with its rows."""
+def grouped_tokens(
+    organization: Organization,
+    environment: str,
+    query: sa.Select | None = None,
+    *,
+    limit: int | None = None,
+) -> TokenGroups:
+    """One query (`query`, else all of the environment's tokens), grouped in Python: the page's
+    statement count does not grow with its rows. `limit` caps the rows loaded."""
     groups = TokenGroups(by_role={role: [] for role in TOKEN_ROLES})
-    for token in db.session.scalars(tokens_of(organization, environment)):
+    if query is None:
+        query = tokens_of(organization, environment)
+    if limit is not None:
+        query = query.limit(limit)
+    for token in db.session.scalars(query):
         if token.is_revoked:
             groups.revoked.append(token)
         else:
@@ -154,6 +167,153 @@ def live_token_count(organization: Organization, now: datetime) -> int:
         )
         or 0
     )
+
+
+# ---------------------------------------------------------------- search ("I found this token")
+
+SEARCH_MAX = 200  # characters; a whole secret has 62 or 63
+PAGE_ROWS = 500  # rows one view renders at most; search narrows the rest
+HYGIENE_FILTERS = ("expiring", "unused")
+_PREFIX_QUERY = re.compile(
+    rf"ks_(prod|sbx)_([0-9A-Za-z]{{{token_secrets.PREFIX_ID_CHARS},{token_secrets.ID_LENGTH}}})"
+)
+_ID_QUERY = re.compile(rf"[0-9A-Za-z]{{{token_secrets.ID_LENGTH}}}")
+
+
+def parse_search(value: object) -> str:
+    """The search box's text, trimmed (and without the "…" the page shows after a prefix);
+    ValidationFailed if it is too long or has control characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationFailed(details={"q": "Search must be text."})
+    if len(value) > SEARCH_MAX:
+        raise ValidationFailed(
+            details={"q": f"Search for at most {SEARCH_MAX} characters: a name, prefix or secret."}
+        )
+    value = value.strip()  # a pasted secret often brings a new line along
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValidationFailed(details={"q": "Search may not contain control characters."})
+    return value.removesuffix("…").removesuffix("...").strip()
+
+
+def parse_hygiene_filter(value: object) -> str | None:
+    """`expiring`, `unused` or None (no filter); ValidationFailed otherwise."""
+    if value in (None, "", "all"):
+        return None
+    if value not in HYGIENE_FILTERS:
+        raise ValidationFailed(details={"filter": "Filter by “expiring” or “unused”, or neither."})
+    return value  # type: ignore[return-value]
+
+
+def search_tokens(
+    organization: Organization,
+    environment: str,
+    q: str = "",
+    *,
+    hygiene_filter: str | None = None,
+    now: datetime | None = None,
+) -> sa.Select:
+    """One environment's tokens whose name, prefix, type or creator contains `q` (any case),
+    or whose id is `q`; narrowed to expiring or unused ones if asked. Live first, newest first.
+
+    Everything happens in SQL: the organization/environment index narrows the rows, and the
+    page renders at most PAGE_ROWS of them.
+    """
+    now = now or utcnow()
+    query = sa.select(ApiToken).where(
+        ApiToken.organization_id == organization.id, ApiToken.environment == environment
+    )
+    if q:
+        query = query.where(
+            sa.or_(
+                ApiToken.name.icontains(q, autoescape=True),
+                ApiToken.prefix.icontains(q, autoescape=True),
+                ApiToken.type.icontains(q, autoescape=True),
+                ApiToken.created_by_label.icontains(q, autoescape=True),
+                ApiToken.id == q,
+            )
+        )
+    if hygiene_filter == "expiring":
+        query = query.where(expiring_filter(now))
+    elif hygiene_filter == "unused":
+        query = query.where(unused_filter(now))
+    return query.order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc(), ApiToken.id)
+
+
+def count_of(query: sa.Select) -> int:
+    """How many rows a token query finds, in one statement."""
+    return (
+        db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class TokenLookup:
+    """What a pasted secret, prefix or id says about the current organization's tokens.
+
+    kind: "secret" (a whole, well-formed secret), "malformed" (looks like a secret but its
+    checksum is wrong), "prefix" or "id". `tokens` holds only tokens of this organization;
+    for a secret, `verified` says whether it is a working secret of `tokens[0]`.
+    """
+
+    kind: str
+    tokens: list[ApiToken] = field(default_factory=list)
+    verified: bool = False
+    previous: bool = False  # the secret is the previous one, still inside its grace period
+
+    @property
+    def token(self) -> ApiToken | None:
+        return self.tokens[0] if self.tokens else None
+
+
+def identify_token(
+    organization: Organization, q: str, *, now: datetime | None = None
+) -> TokenLookup | None:
+    """Which of *this organization's* tokens a pasted secret, prefix or id is; None if `q`
+    looks like none of those. Tokens of other organizations are never found: the look-up is
+    by id (or prefix) within the organization, and a secret must match its HMAC."""
+    now = now or utcnow()
+    in_org = sa.select(ApiToken).where(ApiToken.organization_id == organization.id)
+    if q.startswith("ks_") and len(q) > len("ks_prod_") + token_secrets.ID_LENGTH:
+        parsed = token_secrets.parse(q)
+        if parsed is None:
+            return TokenLookup(kind="malformed")
+        token = db.session.scalar(
+            in_org.where(ApiToken.id == parsed.token_id, ApiToken.environment == parsed.environment)
+        )
+        if token is None:
+            return TokenLookup(kind="secret")
+        keys = _keys()
+        current = token_secrets.matches(q, token.secret_hash, keys)
+        previous = (
+            not current
+            and token.previous_secret_expires_at is not None
+            and token.previous_secret_expires_at > now
+            and token_secrets.matches(q, token.previous_secret_hash, keys)
+        )
+        return TokenLookup(
+            kind="secret", tokens=[token], verified=current or previous, previous=previous
+        )
+    match = _PREFIX_QUERY.fullmatch(q)
+    if match is not None:
+        tag, id_part = match.groups()
+        environment = token_secrets.TAG_ENVS[tag]
+        found = db.session.scalars(
+            in_org.where(
+                ApiToken.environment == environment,
+                ApiToken.prefix == token_secrets.visible_prefix(environment, id_part),
+                ApiToken.id.startswith(id_part, autoescape=True),
+            )
+            .order_by(ApiToken.created_at.desc())
+            .limit(10)
+        ).all()
+        return TokenLookup(kind="prefix", tokens=list(found))
+    if _ID_QUERY.fullmatch(q):
+        token = db.session.scalar(in_org.where(ApiToken.id == q))
+        return TokenLookup(kind="id", tokens=[token]) if token is not None else None
+    return None
 
 
 # ---------------------------------------------------------------- validation
@@ -492,6 +652,7 @@ def create_token_from_form(
     type: object,  # noqa: A002 - the SPEC's field name
     expires_in_days: object,
     expires_at: date | None = None,
+    allowed_ips: object = None,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """create_token() for the page's form: every field's error at once, expiry as chosen."""
@@ -509,6 +670,7 @@ def create_token_from_form(
             lambda: parse_environment(environment),
             lambda: normalize_scopes(scopes, normalize_role(role)),
             lambda: _check_choice("type", type, TOKEN_TYPES),
+            lambda: parse_allowlist(allowed_ips),
         )
     except ValidationFailed as exc:
         details = {**exc.details, **details}
@@ -523,6 +685,7 @@ def create_token_from_form(
         scopes=scopes,
         type=type,
         expires_at=expiry,
+        allowed_ips=allowed_ips,
         now=now,
     )
 

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, redirect, request, session, url_for
 from flask_login import current_user, login_required
 
-from blueprints.web import current_membership
+from blueprints.web import current_actor, current_membership, current_org, role_required
 from extensions import csrf, db
-from services import accounts
+from services import accounts, leaks
 from services.urls import safe_next
 
 bp = Blueprint("main", __name__)
@@ -40,4 +40,14 @@ def switch_organization(org_id: int):
         abort(404)
     session["org_id"] = membership.organization_id
     current_membership()  # refresh g for anything rendered after
+    return redirect(safe_next(request.form.get("next")) or url_for("tokens.index"))
+
+
+@bp.post("/organizations/leak-alert/dismiss")
+@login_required
+@role_required("admin")
+def dismiss_leak_alert():
+    """Hide the leaked-token banner for everyone in the current organization (audited)."""
+    leaks.dismiss_alert(current_org(), current_actor())
+    db.session.commit()
     return redirect(safe_next(request.form.get("next")) or url_for("tokens.index"))

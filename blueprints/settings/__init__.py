@@ -13,6 +13,7 @@ from blueprints.settings.forms import ROLE_LABELS, InviteForm, PolicyForm, RoleF
 from blueprints.web import current_actor, current_membership, current_org, is_htmx, role_required
 from extensions import db
 from models import Membership
+from services import hygiene
 from services import members as member_service
 from services import policy as policy_service
 from services.actor import Actor
@@ -256,10 +257,15 @@ def policy():
                     "success" if changes else "info",
                 )
                 return redirect(url_for(".policy"))
-    return render_template(
-        "settings/policy.html",
-        form=form,
-        editable=editable,
-        policy=policy_service.policy_of(org),
-        role=membership.role if membership else None,
-    ), status
+    return (
+        render_template(
+            "settings/policy.html",
+            form=form,
+            editable=editable,
+            policy=policy_service.policy_of(org),
+            role=membership.role if membership else None,
+            webhook_secret=hygiene.webhook_secret(org) if editable else None,
+        ),
+        status,
+        NO_STORE if editable else {},  # the page carries the webhook signing secret
+    )

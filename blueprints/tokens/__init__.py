@@ -7,21 +7,24 @@ Every rule is in services/tokens.py.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from flask import Blueprint, render_template, request
+import sqlalchemy as sa
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
 from blueprints.tokens.forms import (
     GRACE_CHOICES,
     TYPE_CHOICES,
+    AllowlistForm,
     CreateTokenForm,
     RenameForm,
     RotateForm,
 )
-from blueprints.web import current_actor, current_org, is_htmx
+from blueprints.web import client_ip, current_actor, current_org, is_htmx
 from extensions import db
-from models import ApiToken
-from services import audit, tokens
+from models import ApiToken, utcnow
+from services import audit, hygiene, tokens
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
 
@@ -64,7 +67,20 @@ def token_page_labels() -> dict:
 @bp.get("")
 @login_required
 def index():
-    return _page(_environment_arg())
+    environment = _environment_arg()
+    search = _search_from_args(environment)
+    # htmx's live search swaps the region; a history restore wants the whole page.
+    fragment = is_htmx() and not request.headers.get("HX-History-Restore-Request")
+    html, status = _page(
+        environment, status=400 if search.error else 200, fragment=fragment, search=search
+    )
+    headers = {"Vary": "HX-Request"}  # one URL, two answers: caches must keep them apart
+    if fragment:
+        # The address bar gets a clean URL, and never a pasted secret (its prefix instead).
+        headers["HX-Push-Url"] = "false" if search.error else search.url(environment)
+    if search.hides_list:
+        headers |= {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return html, status, headers
 
 
 @bp.get("/new")
@@ -97,6 +113,7 @@ def create():
                 type=form.type.data,
                 expires_in_days=form.expires_in_days.data,
                 expires_at=form.expires_at.data,
+                allowed_ips=form.allowed_ips.data,
             )
         except DomainError as error:
             if error.status != 400:
@@ -113,8 +130,12 @@ def create():
 @bp.get("/<token_id>")
 @login_required
 def show(token_id: str):
+    token = tokens.get_token_or_404(current_org(), None, token_id)
+    return _show_page(token)
+
+
+def _show_page(token: ApiToken, *, form: AllowlistForm | None = None, status: int = 200):
     organization = current_org()
-    token = tokens.get_token_or_404(organization, None, token_id)
     events = db.session.scalars(audit.events_of(organization, target_id=token.id).limit(100))
     return render_template(
         "tokens/show.html",
@@ -122,7 +143,67 @@ def show(token_id: str):
         usage=tokens.requests_per_day(token),
         events=list(events),
         can_manage=tokens.can_manage(current_actor(), token),
+        allowlist_form=form or _allowlist_form(token),
+        client_ip=client_ip(),
+    ), status
+
+
+@bp.post("/<token_id>/allowlist")
+@login_required
+def allowlist(token_id: str):
+    """Replace the token's IP allowlist; bad entries answer 400 with the text as typed."""
+    token = tokens.get_token_or_404(current_org(), None, token_id)
+    actor = current_actor()
+    tokens.require_manage(actor, token)
+    form = AllowlistForm()
+    if form.validate():
+        try:
+            tokens.update_token(token, actor, allowed_ips=form.allowed_ips.data or None)
+        except DomainError as error:
+            if error.status != 400:
+                raise
+            db.session.rollback()
+            form.allowed_ips.errors = [*error.details.values()] or [error.message]
+        else:
+            db.session.commit()
+            if is_htmx():
+                return _allowlist_fragment(token, _allowlist_form(token), saved=True)
+            flash("IP allowlist saved.", "success")
+            return redirect(url_for("tokens.show", token_id=token.id))
+    if is_htmx():
+        return _allowlist_fragment(token, form, status=400)
+    return _show_page(token, form=form, status=400)
+
+
+def _allowlist_form(token: ApiToken) -> AllowlistForm:
+    form = AllowlistForm(formdata=None)
+    form.allowed_ips.data = "\n".join(token.allowed_ips or [])
+    return form
+
+
+def _allowlist_fragment(token: ApiToken, form: AllowlistForm, *, status: int = 200, **context):
+    html = render_template(
+        "tokens/_allowlist.html",
+        token=token,
+        can_manage=tokens.can_manage(current_actor(), token),
+        allowlist_form=form,
+        client_ip=client_ip(),
+        **context,
     )
+    return html, status
+
+
+@bp.get("/<token_id>/rotate")
+@login_required
+def confirm_rotate(token_id: str):
+    """The rotate form on its own (the hygiene badges open it): a fragment or a page."""
+    token = tokens.get_token_or_404(current_org(), request.args.get("environment"), token_id)
+    tokens.require_manage(current_actor(), token)
+    now = utcnow()
+    context = {"token": token, "badges": hygiene.badges(token, now)}
+    if is_htmx():
+        return render_template("tokens/_rotate_form.html", **context)
+    return render_template("tokens/rotate.html", **context)
 
 
 @bp.get("/<token_id>/revoke")
@@ -223,10 +304,12 @@ def _row_or_page(token: ApiToken, *, status: int = 200, secret: str | None = Non
     """
     if is_htmx() and secret is None:
         actor = current_actor()
+        now = utcnow()
         html = render_template(
             "tokens/_row.html",
             token=token,
             can_manage=lambda t: tokens.can_manage(actor, t),
+            badges=lambda t: hygiene.badges(t, now),
             **context,
         )
         return html, status
@@ -245,20 +328,86 @@ def _row_or_page(token: ApiToken, *, status: int = 200, secret: str | None = Non
     return html, status, headers
 
 
+@dataclass
+class Search:
+    """What the search box and the hygiene chips asked for, checked by the token service."""
+
+    q: str = ""
+    filter: str | None = None
+    error: str | None = None
+    lookup: tokens.TokenLookup | None = None
+    typed: str = ""  # what the box shows back: never a whole secret
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hides_list(self) -> bool:
+        """A pasted secret is answered by the lookup card alone."""
+        return self.lookup is not None and self.lookup.kind in ("secret", "malformed")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.q or self.filter or self.hides_list)
+
+    def url(self, environment: str, **change) -> str:
+        params = {"environment": environment, "q": self.typed, "filter": self.filter} | change
+        return url_for("tokens.index", **{k: v for k, v in params.items() if v})
+
+
+def _search_from_args(environment: str) -> Search:
+    search = Search()
+    raw = request.args.get("q", "")
+    try:
+        search.q = tokens.parse_search(raw)
+    except ValidationFailed as error:
+        search.errors.update(error.details)
+        search.typed = raw.replace("\x00", "")[: tokens.SEARCH_MAX]
+    try:
+        search.filter = tokens.parse_hygiene_filter(request.args.get("filter"))
+    except ValidationFailed as error:
+        search.errors.update(error.details)
+    if search.errors:
+        # Bad input changes nothing: the whole list, and the reason beside the box.
+        search.q, search.filter = "", None
+        search.error = " ".join(search.errors.values())
+        return search
+    search.typed = search.q
+    search.lookup = tokens.identify_token(current_org(), search.q) if search.q else None
+    if search.hides_list:
+        # Show (and push) the prefix, never the secret itself.
+        token = search.lookup.token
+        search.typed = token.prefix if token is not None and search.lookup.verified else ""
+        search.q = ""
+    return search
+
+
 def _page(
     environment: str,
     *,
     status: int = 200,
     fragment: bool = False,
     form: CreateTokenForm | None = None,
+    search: Search | None = None,
     **context,
 ):
     organization, actor = current_org(), current_actor()
+    search = search or Search()
+    now = utcnow()
+    query = tokens.search_tokens(
+        organization, environment, search.q, hygiene_filter=search.filter, now=now
+    )
+    if search.hides_list:
+        query = query.where(sa.false())  # the lookup card answers; the list has nothing to add
     template = "tokens/_region.html" if fragment else "tokens/index.html"
     html = render_template(
         template,
         environment=environment,
-        groups=tokens.grouped_tokens(organization, environment),
+        groups=tokens.grouped_tokens(organization, environment, query, limit=tokens.PAGE_ROWS),
+        found=tokens.count_of(query),
+        page_rows=tokens.PAGE_ROWS,
+        hygiene_counts=hygiene.counts(organization, environment, now),
+        badges=lambda t: hygiene.badges(t, now),
+        search=search,
+        fragment=fragment,
         may_create=tokens.may_create(actor),
         can_manage=lambda t: tokens.can_manage(actor, t),
         form=form,

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, HiddenField, SelectField, SelectMultipleField, StringField
+from wtforms import (
+    DateField,
+    HiddenField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -27,6 +34,10 @@ EXPIRY_LABELS = {
     tokens.EXPIRY_CUSTOM: "Custom date…",
     tokens.EXPIRY_NEVER: "Never",
 }
+ALLOWLIST_HINT = (
+    "Addresses or CIDR ranges, one per line or separated by commas. "
+    "Empty: any address may use the token."
+)
 GRACE_CHOICES = [
     ("0", "None"),
     ("3600", "1 hour"),
@@ -70,6 +81,11 @@ class CreateTokenForm(FlaskForm):
     )
     expires_in_days = SelectField("Expires", default="90", validate_choice=False)
     expires_at = DateField("Expiry date", validators=[Optional()])
+    allowed_ips = TextAreaField(
+        "Allowed IPs (optional)",
+        description=ALLOWLIST_HINT,
+        render_kw={"rows": 2, "spellcheck": "false", "placeholder": "203.0.113.7, 10.0.0.0/8"},
+    )
 
     def offer_expiries(self, organization: Organization) -> None:
         self.expires_in_days.choices = _choices(
@@ -90,3 +106,11 @@ class RotateForm(FlaskForm):
         validate_choice=False,
     )
     environment = HiddenField()
+
+
+class AllowlistForm(FlaskForm):
+    allowed_ips = TextAreaField(
+        "Allowed IPs",
+        description=ALLOWLIST_HINT + " At most 50.",
+        render_kw={"rows": 4, "spellcheck": "false", "placeholder": "203.0.113.7\n10.0.0.0/8"},
+    )
