@@ -210,6 +210,29 @@ def test_a_pasted_secret_of_this_organization_names_its_token_with_a_revoke(
     assert "It is revoked: it no longer works" in again
 
 
+def test_the_search_box_posts_so_a_pasted_secret_is_never_in_a_url(signed_in, org, make_token):
+    token, secret = make_token(org, name="Deploy bot")
+    csrf = signed_in.csrf_token(PAGE)
+    form = {"csrf_token": csrf, "environment": "sandbox"}
+
+    plain = signed_in.post(f"{PAGE}/search", data={**form, "q": secret})
+    assert plain.status_code == 200  # answered in place: no redirect to a URL with the secret
+    assert "This is the secret of" in html_of(plain) and secret not in html_of(plain)
+    assert plain.headers["Cache-Control"] == "no-store"
+
+    htmx = signed_in.post(f"{PAGE}/search", data={**form, "q": secret}, headers=HX)
+    assert secret not in htmx.headers["HX-Push-Url"]
+    assert token.prefix in htmx.headers["HX-Push-Url"]
+    assert "<html" not in html_of(htmx)
+
+    # Anything else is shown at its bookmarkable address.
+    named = signed_in.post(f"{PAGE}/search", data={**form, "q": "Deploy"})
+    assert named.status_code == 303
+    assert named.headers["Location"] == f"{PAGE}?environment=sandbox&q=Deploy"
+
+    assert signed_in.post(f"{PAGE}/search", data={"q": secret}).status_code == 400  # no CSRF
+
+
 def test_a_previous_secret_in_its_grace_period_is_found_too(signed_in, org, make_token, db):
     token, old = make_token(org, name="rolled")
     token_service.rotate_token(token, owner_actor(org), grace_seconds=3600)

@@ -6,7 +6,7 @@ Every rule is in services/tokens.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -68,7 +68,24 @@ def token_page_labels() -> dict:
 @login_required
 def index():
     environment = _environment_arg()
-    search = _search_from_args(environment)
+    return _search_answer(environment, _read_search(request.args))
+
+
+@bp.post("/search")
+@login_required
+def search():
+    """The search box posts, so a pasted secret never travels in a URL (history, proxy logs).
+
+    A search that is not a secret is then shown at its bookmarkable GET address.
+    """
+    environment = _environment_or_default(request.form.get("environment"))
+    found = _read_search(request.form)
+    if not is_htmx() and not found.hides_list and not found.error:
+        return redirect(found.url(environment), 303)
+    return _search_answer(environment, found)
+
+
+def _search_answer(environment: str, search: Search):
     # htmx's live search swaps the region; a history restore wants the whole page.
     fragment = is_htmx() and not request.headers.get("HX-History-Restore-Request")
     html, status = _page(
@@ -353,16 +370,17 @@ class Search:
         return url_for("tokens.index", **{k: v for k, v in params.items() if v})
 
 
-def _search_from_args(environment: str) -> Search:
+def _read_search(source: Mapping[str, str]) -> Search:
+    """The search box's `q` and the hygiene chip's `filter`, from a query string or a form."""
     search = Search()
-    raw = request.args.get("q", "")
+    raw = source.get("q", "")
     try:
         search.q = tokens.parse_search(raw)
     except ValidationFailed as error:
         search.errors.update(error.details)
         search.typed = raw.replace("\x00", "")[: tokens.SEARCH_MAX]
     try:
-        search.filter = tokens.parse_hygiene_filter(request.args.get("filter"))
+        search.filter = tokens.parse_hygiene_filter(source.get("filter"))
     except ValidationFailed as error:
         search.errors.update(error.details)
     if search.errors:
