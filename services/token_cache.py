@@ -12,9 +12,10 @@ how stale another worker's copy can be.
 Beside each token, the API needs its organization and its creator's membership *now*
 (a token never does more than its creator may do). Those rows are cached the same way,
 per (organization, creator), as frozen snapshots that read like the rows (`TokenAccess`),
-under the same lifetime and the same announcements. Any change to an organization or a membership,
-made through the ORM in any session, forgets that organization's entries at once on
-this worker and again after the commit, when other workers are told too.
+under the same lifetime and the same announcements. Any change to an organization or
+a membership made through the ORM (a flush, or a bulk UPDATE/DELETE statement) forgets
+that organization's entries at once on this worker and again after the commit, when
+other workers are told too. A raw SQL change bypasses this; the lifetime still bounds it.
 """
 
 from __future__ import annotations
