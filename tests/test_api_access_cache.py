@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import FrozenInstanceError
 
 import pytest
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from extensions import db as _db
 from models import Membership
 from services import members, policy
 from services.actor import Actor
+from services.token_cache import token_access
 
 OTHER_WORKER_DEADLINE = 5 + 3  # SPEC §2's 5 s, plus slack for a busy test machine
 READ_SCOPES = ["audit:read", "members:read", "tokens:read"]
@@ -51,6 +53,22 @@ def test_a_cached_token_authenticates_without_any_sql(client, db, org, make_toke
     assert response.status_code == 200
     assert response.get_json()["organization"] == {"id": org.id, "name": "Cached"}
     assert seen == []
+
+
+def test_the_cached_rows_read_like_the_rows_and_cannot_be_changed(db, org, make_token):
+    token, _ = make_token(org)
+    access = token_access(org.id, token.created_by_user_id)
+
+    assert access is not None and access.membership is not None
+    assert (access.organization.id, access.organization.name) == (org.id, "Cached")
+    assert access.organization.max_live_tokens == org.max_live_tokens
+    assert access.membership.role == "owner"
+    assert access.membership.user.id == token.created_by_user_id
+    # What a snapshot does not hold (a relationship) is read from the session's row.
+    assert [m.id for m in access.organization.memberships] == [access.membership.id]
+    with pytest.raises(FrozenInstanceError):
+        access.membership.role = "viewer"  # type: ignore[misc]
+    assert token_access(org.id, None).membership is None  # no creating member
 
 
 def test_a_lowered_role_is_seen_at_once(client, db, org, make_member, make_token):

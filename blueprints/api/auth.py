@@ -99,7 +99,11 @@ def _audit_ip_denied(actor: Actor, token: VerifiedToken) -> None:
         target_label=token.name,
         details={"ip": actor.ip},
     )
-    db.session.commit()
+    try:
+        db.session.commit()  # its own commit: the request itself is refused
+    except Exception:
+        db.session.rollback()
+        current_app.logger.warning("Could not write the ip_denied audit event", exc_info=True)
 
 
 def current_api_actor() -> Actor:
