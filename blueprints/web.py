@@ -114,7 +114,8 @@ def init_app(app: Flask) -> None:
                 "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                 "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
             )
-        if current_user.is_authenticated and response.mimetype == "text/html":
+        # Mimetype first: a JSON answer (the API) never loads the user nor touches the session.
+        if response.mimetype == "text/html" and current_user.is_authenticated:
             # Pages of a signed-in person are private; secret-bearing ones say no-store themselves.
             response.headers.setdefault("Cache-Control", "private, no-cache")
         return response

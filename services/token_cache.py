@@ -8,6 +8,14 @@ cache right after the transaction commits, and announced to every other worker:
 with `REDIS_URL`, by bumping a version counter in Redis that each worker checks at
 most every `TOKEN_CACHE_CHECK_SECONDS`; without Redis, the short lifetime bounds
 how stale another worker's copy can be.
+
+Beside each token, the API needs its organization and its creator's membership *now*
+(a token never does more than its creator may do). Those rows are cached the same way,
+per (organization, creator), as frozen snapshots that read like the rows (`TokenAccess`),
+under the same lifetime and the same announcements. Any change to an organization or
+a membership made through the ORM (a flush, or a bulk UPDATE/DELETE statement) forgets
+that organization's entries at once on this worker and again after the commit, when
+other workers are told too. A raw SQL change bypasses this; the lifetime still bounds it.
 """
 
 from __future__ import annotations
@@ -21,16 +29,17 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, current_app
-from sqlalchemy.orm import Session
+from flask import Flask, current_app, has_app_context
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from extensions import db
-from models import ROLE_SCOPES, ApiToken, Organization, User, utcnow
+from models import ROLE_RANK, ROLE_SCOPES, ApiToken, Membership, Organization, User, utcnow
 
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "keysmith_token_cache"
 PENDING_KEY = "keysmith_token_invalidations"
+ACCESS_PENDING_KEY = "keysmith_access_invalidations"
 DEFAULT_MAX_ENTRIES = 10_000
 # How often a worker asks Redis whether any token changed elsewhere.
 DEFAULT_CHECK_SECONDS = 0.5
@@ -125,18 +134,125 @@ def load_snapshot(token_id: str) -> VerifiedToken | None:
     return VerifiedToken(**values)
 
 
+class _ReadsLikeRow:
+    """Anything a snapshot does not hold (a relationship, a later column) is read from
+    the ORM row of the current session; a snapshot itself is never written."""
+
+    __slots__ = ()
+    _model: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(db.session.get_one(self._model, self.id), name)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationSnapshot(_ReadsLikeRow):
+    """An organization and its key policy as verification saw it: reads like an Organization."""
+
+    _model = Organization
+
+    id: int
+    name: str
+    created_at: datetime
+    max_live_tokens: int
+    max_lifetime_days: int
+    allow_never_expires: bool
+    rate_limit: str
+    webhook_url: str | None
+    leak_alert_at: datetime | None
+
+    def __repr__(self) -> str:
+        return f"<OrganizationSnapshot {self.id}>"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipSnapshot(_ReadsLikeRow):
+    """A token creator's membership as verification saw it: reads like a Membership."""
+
+    _model = Membership
+
+    id: int
+    organization_id: int
+    user_id: int
+    role: str
+    created_at: datetime
+
+    @property
+    def rank(self) -> int:
+        return ROLE_RANK[self.role]
+
+    @property
+    def user(self) -> User:
+        return db.session.get_one(User, self.user_id)
+
+    @property
+    def organization(self) -> Organization:
+        return db.session.get_one(Organization, self.organization_id)
+
+    def __repr__(self) -> str:
+        return f"<MembershipSnapshot {self.id}>"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAccess:
+    """A token's organization and its creator's membership in it (None: no creating
+    member, or the member has left)."""
+
+    organization: OrganizationSnapshot
+    membership: MembershipSnapshot | None
+
+
+_ORG_FIELDS = tuple(f.name for f in fields(OrganizationSnapshot))
+_MEMBER_FIELDS = tuple(f.name for f in fields(MembershipSnapshot))
+_ORG_TABLE, _MEMBER_TABLE = Organization.__table__, Membership.__table__
+_ACCESS_SELECT = (
+    sa.select(
+        *(_ORG_TABLE.c[name] for name in _ORG_FIELDS),
+        *(_MEMBER_TABLE.c[name] for name in _MEMBER_FIELDS),
+    )
+    .select_from(
+        _ORG_TABLE.outerjoin(
+            _MEMBER_TABLE,
+            sa.and_(
+                _MEMBER_TABLE.c.organization_id == _ORG_TABLE.c.id,
+                _MEMBER_TABLE.c.user_id == sa.bindparam("user_id"),
+            ),
+        )
+    )
+    .where(_ORG_TABLE.c.id == sa.bindparam("organization_id"))
+)
+
+
+def load_access(organization_id: int, user_id: int | None) -> TokenAccess | None:
+    """One look-up by primary key: the organization, and the user's membership in it."""
+    row = (
+        db.session.connection()
+        .execute(_ACCESS_SELECT, {"organization_id": organization_id, "user_id": user_id})
+        .first()
+    )
+    if row is None:
+        return None
+    split = len(_ORG_FIELDS)
+    organization = OrganizationSnapshot(*row[:split])
+    # The membership's id is NULL when the outer join found no membership.
+    membership = MembershipSnapshot(*row[split:]) if row[split] is not None else None
+    return TokenAccess(organization, membership)
+
+
 class TokenCache:
     """A bounded, thread-safe LRU of snapshots, each kept at most `ttl` seconds."""
 
     def __init__(self, ttl: float, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, VerifiedToken]] = OrderedDict()
+        self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
         # Bumped by every invalidation, so a load that raced one is not cached.
         self.generation = 0
 
-    def get(self, token_id: str, now: float | None = None) -> VerifiedToken | None:
+    def get(self, token_id: Any, now: float | None = None) -> Any:
         now = time.monotonic() if now is None else now
         with self._lock:
             entry = self._entries.get(token_id)
@@ -148,15 +264,19 @@ class TokenCache:
             self._entries.move_to_end(token_id)
             return entry[1]
 
-    def put(self, snapshot: VerifiedToken, generation: int, now: float | None = None) -> None:
+    def put(
+        self, snapshot: Any, generation: int, now: float | None = None, *, key: Any = None
+    ) -> None:
+        """Keep `snapshot` under `key` (default: its id), unless an invalidation came first."""
         if self.ttl <= 0:
             return
         now = time.monotonic() if now is None else now
+        key = snapshot.id if key is None else key
         with self._lock:
             if generation != self.generation:
                 return  # an invalidation happened while this was being loaded
-            self._entries[snapshot.id] = (now + self.ttl, snapshot)
-            self._entries.move_to_end(snapshot.id)
+            self._entries[key] = (now + self.ttl, snapshot)
+            self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
@@ -165,6 +285,13 @@ class TokenCache:
             self.generation += 1
             for token_id in token_ids:
                 self._entries.pop(token_id, None)
+
+    def invalidate_where(self, stale: Any) -> None:
+        """Forget every entry whose key `stale(key)` says is out of date."""
+        with self._lock:
+            self.generation += 1
+            for key in [key for key in self._entries if stale(key)]:
+                del self._entries[key]
 
     def clear(self) -> None:
         with self._lock:
@@ -223,10 +350,11 @@ class Verifier:
 
     def __init__(self, app: Flask) -> None:
         config = app.config
-        self.cache = TokenCache(
-            ttl=min(float(config.get("TOKEN_CACHE_SECONDS", 5)), 5.0),
-            max_entries=int(config.get("TOKEN_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)),
-        )
+        ttl = min(float(config.get("TOKEN_CACHE_SECONDS", 5)), 5.0)
+        max_entries = int(config.get("TOKEN_CACHE_MAX_ENTRIES", DEFAULT_MAX_ENTRIES))
+        self.cache = TokenCache(ttl=ttl, max_entries=max_entries)
+        # (organization id, creator's user id) -> TokenAccess
+        self.access = TokenCache(ttl=ttl, max_entries=max_entries)
         self.version: RedisVersion | None = None
         if config.get("REDIS_URL"):
             self.version = RedisVersion(
@@ -235,10 +363,14 @@ class Verifier:
                 float(config.get("TOKEN_CACHE_CHECK_SECONDS", DEFAULT_CHECK_SECONDS)),
             )
 
-    def load(self, token_id: str) -> VerifiedToken | None:
-        now = time.monotonic()
+    def _check_elsewhere(self, now: float) -> None:
         if self.version is not None and self.version.changed_elsewhere(now):
             self.cache.clear()
+            self.access.clear()
+
+    def load(self, token_id: str) -> VerifiedToken | None:
+        now = time.monotonic()
+        self._check_elsewhere(now)
         snapshot = self.cache.get(token_id, now)
         if snapshot is not None:
             return snapshot
@@ -248,9 +380,34 @@ class Verifier:
             self.cache.put(snapshot, generation, now)
         return snapshot
 
+    def load_access(self, organization_id: int, user_id: int | None) -> TokenAccess | None:
+        now = time.monotonic()
+        self._check_elsewhere(now)
+        key = (organization_id, user_id)
+        access = self.access.get(key, now)
+        if access is not None:
+            return access
+        generation = self.access.generation
+        access = load_access(organization_id, user_id)
+        if access is not None:
+            self.access.put(access, generation, now, key=key)
+        return access
+
+    def forget_access(self, organization_ids: set[int] | None) -> None:
+        """Forget the cached access of these organizations (None: of every organization)."""
+        if organization_ids is None:
+            self.access.clear()
+        else:
+            self.access.invalidate_where(lambda key: key[0] in organization_ids)
+
     def committed(self, token_ids: set[str]) -> None:
         """Apply changes made by this worker: at once here, announced to the others."""
         self.cache.invalidate(token_ids)
+        if self.version is not None:
+            self.version.bump()
+
+    def access_committed(self, organization_ids: set[int] | None) -> None:
+        self.forget_access(organization_ids)
         if self.version is not None:
             self.version.bump()
 
@@ -267,6 +424,11 @@ def load_for_verification(token_id: str) -> VerifiedToken | None:
     return verifier().load(token_id)
 
 
+def token_access(organization_id: int, user_id: int | None) -> TokenAccess | None:
+    """The organization and the creator's membership of a verified token, ≤ 5 s old."""
+    return verifier().load_access(organization_id, user_id)
+
+
 def token_changed(token: ApiToken) -> None:
     """Note a change: this worker forgets the token now (so its own session sees the
     change) and again when the transaction ends, when other workers are told too."""
@@ -277,12 +439,55 @@ def token_changed(token: ApiToken) -> None:
     pending.setdefault(target, set()).add(token.id)
 
 
+_EVERY = None  # "every organization", in the pending access invalidations
+
+
+def organizations_changed(session: Session, organization_ids: set[int] | None) -> None:
+    """Note a change to organizations or memberships (None: possibly any): forgotten now
+    on this worker and again when the transaction ends, when other workers are told."""
+    if not has_app_context():
+        return
+    target = verifier()
+    target.forget_access(organization_ids)
+    pending: dict[Verifier, set[int] | None] = session.info.setdefault(ACCESS_PENDING_KEY, {})
+    if organization_ids is _EVERY or (target in pending and pending[target] is _EVERY):
+        pending[target] = _EVERY
+    else:
+        pending.setdefault(target, set()).update(organization_ids)  # type: ignore[union-attr]
+
+
+@sa.event.listens_for(Session, "after_flush")
+def _note_access_changes(session: Session, _flush_context: Any) -> None:
+    changed: set[int] | None = set()
+    for instance in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(instance, Organization | Membership):
+            column = "id" if isinstance(instance, Organization) else "organization_id"
+            organization_id = sa.inspect(instance).dict.get(column)
+            if organization_id is None:
+                changed = _EVERY
+                break
+            changed.add(organization_id)
+    if changed is _EVERY or changed:
+        organizations_changed(session, changed)
+
+
+@sa.event.listens_for(Session, "do_orm_execute")
+def _note_bulk_access_changes(state: ORMExecuteState) -> None:
+    # An UPDATE or DELETE statement on organizations or memberships: which rows, unknown.
+    if (state.is_update or state.is_delete) and any(
+        mapper.class_ in (Organization, Membership) for mapper in state.all_mappers
+    ):
+        organizations_changed(state.session, _EVERY)
+
+
 @sa.event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
     # What was cached during the transaction may be a state that never happened.
     pending = session.info.pop(PENDING_KEY, None)
     for target, token_ids in (pending or {}).items():
         target.cache.invalidate(token_ids)
+    for target, organization_ids in (session.info.pop(ACCESS_PENDING_KEY, None) or {}).items():
+        target.forget_access(organization_ids)
 
 
 @sa.event.listens_for(Session, "after_commit")
@@ -290,6 +495,8 @@ def _apply_after_commit(session: Session) -> None:
     pending = session.info.pop(PENDING_KEY, None)
     for target, token_ids in (pending or {}).items():
         target.committed(token_ids)
+    for target, organization_ids in (session.info.pop(ACCESS_PENDING_KEY, None) or {}).items():
+        target.access_committed(organization_ids)
 
 
 def init_app(app: Flask) -> None:

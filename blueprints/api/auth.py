@@ -2,24 +2,34 @@
 
 Session cookies never authenticate the API. Authentication runs once per request and is
 cached on `g`: the rate limiter's key function needs the token before the view runs.
+On the hot path it runs no SQL: the token, its organization and its creator's membership
+come from the verification cache (services/token_cache.py), at most 5 s old, forgotten
+at once on this worker when any of them changes.
+
+A token with an IP allowlist is refused (403 `ip_not_allowed`) from any other address.
+The client address is `request.remote_addr`: X-Forwarded-For counts only behind
+PROXY_COUNT trusted proxies (werkzeug's ProxyFix, set up in create_app).
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from flask import current_app, g, request
-from limits import parse_many
+from functools import lru_cache
 
-from extensions import db
-from models import Membership, Organization
+from flask import current_app, g, request
+from limits import parse, parse_many
+
+from extensions import db, limiter
+from services import audit, network, usage
 from services import tokens as token_service
-from services import usage
 from services.actor import Actor
-from services.errors import AuthFailed
+from services.errors import AuthFailed, IpNotAllowed
+from services.token_cache import VerifiedToken, token_access
 
 # Requests that carry no valid token (and openapi.json) are limited per client address.
 UNAUTHENTICATED_RATE_LIMIT = "300/minute;30/second"
 _MISSING_MESSAGE = "Send a token: Authorization: Bearer <token>, X-API-Key: <token>, or HTTP Basic."
+# A flood from a refused address writes at most this many audit events per token and address.
+IP_DENIED_AUDIT_LIMIT = parse("1/minute")
 
 
 def presented_secret() -> str | None:
@@ -45,40 +55,66 @@ def _authenticate() -> Actor:
     if secret is None:
         raise AuthFailed("missing_token", _MISSING_MESSAGE)
     token = token_service.verify(secret)
-    # One query for the organization and the creator's membership in it now.
-    organization, membership = db.session.execute(
-        sa.select(Organization, Membership)
-        .outerjoin(
-            Membership,
-            sa.and_(
-                Membership.organization_id == Organization.id,
-                Membership.user_id == token.created_by_user_id,
-            ),
-        )
-        .where(Organization.id == token.organization_id)
-    ).one()
-    if token.created_by_user_id is not None and membership is None:
+    # The organization and the creator's membership in it now (≤ 5 s old, no SQL if cached).
+    access = token_access(token.organization_id, token.created_by_user_id)
+    if access is None:
+        raise AuthFailed("invalid_token", "The token is not valid.")
+    if token.created_by_user_id is not None and access.membership is None:
         # Removing a member revokes their tokens (SPEC §1); answer as if it were done.
         raise AuthFailed("token_revoked", "The member who created this token has left.")
-    ip = request.remote_addr
-    usage.record_use(token, ip)
-    return Actor(
-        organization=organization,
-        membership=membership,
+    actor = Actor(
+        # Snapshots that read like the rows; a view that needs more reads it from the session.
+        organization=access.organization,  # type: ignore[arg-type]
+        membership=access.membership,  # type: ignore[arg-type]
         token=token,
-        ip=ip,
+        ip=request.remote_addr,
         user_agent=request.user_agent.string or None,
     )
+    if not network.ip_allowed(token.allowed_ips, actor.ip):
+        _audit_ip_denied(actor, token)
+        raise IpNotAllowed()
+    usage.record_use(token, actor.ip)
+    return actor
+
+
+def _audit_ip_denied(actor: Actor, token: VerifiedToken) -> None:
+    """Audit a refused address, at most once a minute per token and address."""
+    args = ["token-ip-denied", token.id, actor.ip or "unknown"]
+    prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
+    if prefix:
+        args.insert(0, prefix)
+    try:
+        first_this_minute = limiter.limiter.hit(IP_DENIED_AUDIT_LIMIT, *args)
+    except Exception:  # the refusal stands; only its audit event is skipped
+        current_app.logger.warning("Could not bound the ip_denied audit", exc_info=True)
+        return
+    if not first_this_minute:
+        return
+    audit.record(
+        actor,
+        "token.ip_denied",
+        environment=token.environment,
+        target_type="token",
+        target_id=token.id,
+        target_label=token.name,
+        details={"ip": actor.ip},
+    )
+    try:
+        db.session.commit()  # its own commit: the request itself is refused
+    except Exception:
+        db.session.rollback()
+        current_app.logger.warning("Could not write the ip_denied audit event", exc_info=True)
 
 
 def current_api_actor() -> Actor:
-    """The calling token as an Actor, or AuthFailed (401) with SPEC §4's code."""
+    """The calling token as an Actor, or AuthFailed (401) with SPEC §4's code, or
+    IpNotAllowed (403) from an address outside the token's allowlist."""
     if "api_actor" not in g:
         try:
             g.api_actor = _authenticate()
-        except AuthFailed as exc:
+        except (AuthFailed, IpNotAllowed) as exc:
             g.api_actor = exc
-    if isinstance(g.api_actor, AuthFailed):
+    if isinstance(g.api_actor, Exception):
         raise g.api_actor
     return g.api_actor
 
@@ -88,8 +124,8 @@ def _actor_or_none() -> Actor | None:
         return None
     try:
         return current_api_actor()
-    except AuthFailed:
-        return None
+    except (AuthFailed, IpNotAllowed):
+        return None  # limited per client address, not in the token's bucket
 
 
 def rate_limit_key() -> str:
@@ -100,6 +136,7 @@ def rate_limit_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
+@lru_cache(maxsize=1024)
 def _valid(limit: str | None) -> str | None:
     if not limit:
         return None
