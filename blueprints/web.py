@@ -6,7 +6,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, abort, g, render_template, request, session
-from flask_login import current_user
+from flask_login import current_user, login_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -63,6 +63,25 @@ def current_actor() -> Actor:
         ip=client_ip(),
         user_agent=request.user_agent.string,
     )
+
+
+def show_errors(form: Any, error: DomainError) -> None:
+    """Each field's error beside its field, the rest above the form (every form alike)."""
+    for name, message in error.details.items():
+        field = form._fields.get(name)
+        if field is not None and name != "csrf_token":
+            field.errors = [*field.errors, message]
+        else:
+            form.form_errors.append(message)
+    if not error.details:
+        form.form_errors.append(error.message)
+
+
+def start_session(user: User, organization_id: int | None) -> None:
+    """Sign in with a fresh session (nothing from before carries over), in this organization."""
+    session.clear()
+    login_user(user)
+    session["org_id"] = organization_id
 
 
 def is_htmx() -> bool:

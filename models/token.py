@@ -23,7 +23,36 @@ ROLE_SCOPES = {
 }
 
 
-class ApiToken(Base):
+class TokenState:
+    """What a token's fields mean: its status and its powers. Shared by the row and the
+    verification snapshot (services/token_cache.py), so the two can never disagree."""
+
+    __slots__ = ()
+
+    def status_at(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        if not self.active:
+            return "inactive"
+        return "active"
+
+    @property
+    def status(self) -> str:
+        return self.status_at(utcnow())
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def effective_scopes(self) -> frozenset[str]:
+        allowed = ROLE_SCOPES[self.role]
+        return allowed & frozenset(self.scopes) if self.scopes else allowed
+
+
+class ApiToken(TokenState, Base):
     __tablename__ = "api_tokens"
     __table_args__ = (
         # Names are unique among live (not revoked) tokens of one organization and environment.
@@ -75,28 +104,6 @@ class ApiToken(Base):
 
     organization: Mapped[Organization] = relationship()
     created_by_user: Mapped[User | None] = relationship()
-
-    def status_at(self, now: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        if not self.active:
-            return "inactive"
-        return "active"
-
-    @property
-    def status(self) -> str:
-        return self.status_at(utcnow())
-
-    @property
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    @property
-    def effective_scopes(self) -> frozenset[str]:
-        allowed = ROLE_SCOPES[self.role]
-        return allowed & frozenset(self.scopes) if self.scopes else allowed
 
     def __repr__(self) -> str:
         return f"<ApiToken {self.id}>"

@@ -33,7 +33,8 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from extensions import db
-from models import ROLE_RANK, ROLE_SCOPES, ApiToken, Membership, Organization, User, utcnow
+from models import ROLE_RANK, ApiToken, Membership, Organization, User
+from models.token import TokenState
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ DEFAULT_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
-class VerifiedToken:
+class VerifiedToken(TokenState):
     """What verification knows of a token: plain values, safe to share between requests.
 
     Reads like an `ApiToken` for everything the API needs after authentication
@@ -76,28 +77,6 @@ class VerifiedToken:
     secret_hash: str
     previous_secret_hash: str | None
     previous_secret_expires_at: datetime | None
-
-    def status_at(self, now: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        if not self.active:
-            return "inactive"
-        return "active"
-
-    @property
-    def status(self) -> str:
-        return self.status_at(utcnow())
-
-    @property
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    @property
-    def effective_scopes(self) -> frozenset[str]:
-        allowed = ROLE_SCOPES[self.role]
-        return allowed & frozenset(self.scopes) if self.scopes else allowed
 
     @property
     def organization(self) -> Organization:

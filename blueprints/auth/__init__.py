@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 
 from blueprints.auth.forms import LoginForm, SignupForm
-from blueprints.web import client_ip
+from blueprints.web import client_ip, show_errors, start_session
 from extensions import db
 from services import accounts, throttle
 from services.errors import ValidationFailed
 from services.urls import safe_next
 
 bp = Blueprint("auth", __name__)
-
-
-def _start_session(user, organization_id: int | None) -> None:
-    session.clear()  # a fresh session on sign-in, so nothing from before carries over
-    login_user(user)
-    session["org_id"] = organization_id
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -39,11 +33,10 @@ def signup():
             )
         except ValidationFailed as exc:
             db.session.rollback()
-            for field, message in exc.details.items():
-                getattr(form, field).errors.append(message)
+            show_errors(form, exc)
         else:
             db.session.commit()
-            _start_session(user, org.id)
+            start_session(user, org.id)
             flash(
                 f"Welcome to Keysmith, {user.name}. Create your first API token below.", "success"
             )
@@ -79,7 +72,7 @@ def login():
         memberships = accounts.memberships_of(user)
         accounts.record_sign_in(user, success=True, ip=ip, user_agent=request.user_agent.string)
         db.session.commit()
-        _start_session(user, memberships[0].organization_id if memberships else None)
+        start_session(user, memberships[0].organization_id if memberships else None)
         return redirect(next_url or url_for("tokens.index"))
     status = 400 if form.errors else 200
     return render_template("auth/login.html", form=form, next_url=next_url), status

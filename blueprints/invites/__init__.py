@@ -7,12 +7,12 @@ accepts; anyone else gets a clear page. Used, cancelled or expired links answer 
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from blueprints.web import client_ip
+from blueprints.web import client_ip, show_errors, start_session
 from extensions import db
 from models import Invite
 from services import accounts
@@ -124,11 +124,9 @@ def accept(token: str):
                     400,
                     login_url=url_for("auth.login", next=request.path),
                 )
-            for field, message in exc.details.items():
-                getattr(form, field).errors.append(message)
+            show_errors(form, exc)
         else:
             db.session.commit()
-            session.clear()  # a fresh session on sign-in, as on /login
-            login_user(user)
+            start_session(user, membership.organization_id)
             return _join(membership, f"Welcome to {org_name}, {user.name}.")
     return _page("invites/join.html", invite, 400 if form.errors else 200, form=form)

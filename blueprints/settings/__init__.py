@@ -10,7 +10,14 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import login_required
 
 from blueprints.settings.forms import ROLE_LABELS, InviteForm, PolicyForm, RoleForm, role_choices
-from blueprints.web import current_actor, current_membership, current_org, is_htmx, role_required
+from blueprints.web import (
+    current_actor,
+    current_membership,
+    current_org,
+    is_htmx,
+    role_required,
+    show_errors,
+)
 from extensions import db
 from models import Membership
 from services import hygiene
@@ -98,8 +105,7 @@ def invite():
             )
         except ValidationFailed as exc:
             db.session.rollback()
-            for field, message in exc.details.items():
-                getattr(form, field).errors.append(message)
+            show_errors(form, exc)
         else:
             db.session.commit()
             invite_link = url_for("invites.accept", token=secret, _external=True)
@@ -246,8 +252,7 @@ def policy():
                 )
             except ValidationFailed as exc:
                 db.session.rollback()
-                for field, message in exc.details.items():
-                    getattr(form, field).errors.append(message)
+                show_errors(form, exc)
             else:
                 db.session.commit()
                 flash(

@@ -21,7 +21,7 @@ from blueprints.tokens.forms import (
     RenameForm,
     RotateForm,
 )
-from blueprints.web import client_ip, current_actor, current_org, is_htmx
+from blueprints.web import client_ip, current_actor, current_org, is_htmx, show_errors
 from extensions import db
 from models import ApiToken, utcnow
 from services import audit, hygiene, tokens
@@ -443,17 +443,14 @@ def _create_form(environment: str | None = None) -> CreateTokenForm:
 
 
 def _show_errors(form: CreateTokenForm, error: DomainError) -> None:
-    """Put each field's error beside its field; the rest above the form."""
-    for name, message in error.details.items():
-        if name == "expires_at" and form.expires_in_days.data != tokens.EXPIRY_CUSTOM:
-            name = "expires_in_days"
-        field = form._fields.get(name)
-        if field is not None and name not in ("environment", "csrf_token"):
-            field.errors = [*field.errors, message]
-        else:
-            form.form_errors.append(message)
-    if not error.details:
-        form.form_errors.append(error.message)
+    """Errors beside their fields; an expiry error beside the choice the person made."""
+    details = dict(error.details)
+    if "expires_at" in details and form.expires_in_days.data != tokens.EXPIRY_CUSTOM:
+        details["expires_in_days"] = details.pop("expires_at")
+    if "environment" in details:  # a hidden field: say it above the form
+        form.form_errors.append(details.pop("environment"))
+    if details or not error.details:
+        show_errors(form, DomainError(error.message, details=details))
 
 
 def _environment_arg() -> str:
