@@ -68,6 +68,7 @@ class VerifiedToken(TokenState):
     updated_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
+    last_used_ip: str | None
     revoked_at: datetime | None
     created_by_user_id: int | None
     created_by_token_id: str | None

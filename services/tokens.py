@@ -499,6 +499,8 @@ def can_manage(actor: Actor, token: ApiToken) -> bool:
         return False
     if actor.token is not None and actor.token.environment != token.environment:
         return False
+    if _above_caller(actor, token):
+        return False
     return actor.manages_all_tokens or token.created_by_user_id == actor.user_id
 
 
@@ -507,9 +509,24 @@ def require_manage(actor: Actor, token: ApiToken) -> None:
     _require_manage(actor, token)
 
 
+def _above_caller(actor: Actor, token: ApiToken) -> bool:
+    """A token may only act on tokens with no more power than its own: rotating an admin
+    token would hand a writer token the admin secret."""
+    if actor.token is None:
+        return False
+    return (
+        TOKEN_ROLE_RANK[token.role] > TOKEN_ROLE_RANK[actor.token.role]
+        or not token.effective_scopes <= actor.scopes
+    )
+
+
 def _require_manage(actor: Actor, token: ApiToken) -> None:
     if actor.token is not None and actor.token.environment != token.environment:
         raise NotFound("No such token.")
+    if _above_caller(actor, token):
+        raise Forbidden(
+            f"A {actor.token.role} token cannot change a token with more power than its own."
+        )
     if not can_manage(actor, token):
         raise Forbidden("You may not change this token.")
 

@@ -156,3 +156,22 @@ def test_an_unreachable_database_is_503_unavailable(tmp_path):
     assert response.status_code == 503
     assert error_code(response) == "unavailable"
     assert "Retry-After" in response.headers
+
+
+def test_unknown_query_parameters_are_refused_where_none_are_taken(client, secret):
+    whoami = client.get(f"{API}/whoami?colour=red", headers=bearer(secret))
+    assert whoami.status_code == 400
+    assert error_code(whoami) == "validation_error"
+    assert whoami.get_json()["error"]["details"] == {"colour": "Unknown query parameter."}
+    create = client.post(f"{API}/api_tokens?foo=bar", json={"name": "qs"}, headers=bearer(secret))
+    assert create.status_code == 400
+    listed = client.get(f"{API}/api_tokens?name=qs", headers=bearer(secret)).get_json()
+    assert listed["query"]["found"] == 0  # nothing was made
+
+
+def test_options_is_an_empty_204_with_allow_and_rate_limit_headers(client, secret):
+    response = client.options(f"{API}/api_tokens", headers=bearer(secret))
+    assert response.status_code == 204
+    assert "GET" in response.headers["Allow"] and "POST" in response.headers["Allow"]
+    assert "text/html" not in response.headers.get("Content-Type", "")
+    assert "X-RateLimit-Limit" in response.headers

@@ -49,6 +49,28 @@ def test_a_writer_token_cannot_raise_a_token_to_admin(client, org, make_token):
     assert error_code(response) == "insufficient_scope"
 
 
+def test_a_writer_token_cannot_rotate_suspend_or_revoke_an_admin_token(client, db, org, make_token):
+    """Rotating an admin token would hand the writer the admin secret."""
+    admin, admin_secret = make_token(org, name="admin", role="admin")
+    _, writer = make_token(org, name="writer", role="writer")
+    _, narrow = make_token(org, name="narrow", role="writer", scopes=["tokens:write"])
+    for secret in (writer, narrow):
+        for method, response in _every_method(client, secret, admin.id).items():
+            if method == "GET":
+                continue
+            assert response.status_code == 403, (method, response.get_json())
+            assert error_code(response) == "insufficient_scope"
+            assert "token" not in response.get_json()
+    db.session.refresh(admin)
+    assert (admin.name, admin.status) == ("admin", "active")
+    still = client.get(f"{API}/whoami", headers=bearer(admin_secret))
+    assert still.status_code == 200  # its secret was not rotated away
+    # A peer (same role, no wider scopes) may be managed.
+    peer, _ = make_token(org, name="peer", role="writer", scopes=["tokens:read"])
+    rotated = client.post(f"{API}/api_tokens/{peer.id}/rotate", headers=bearer(writer))
+    assert rotated.status_code == 200
+
+
 def test_a_token_cannot_grant_scopes_it_lacks(client, org, make_token):
     _, narrow = make_token(
         org, name="narrow", role="writer", scopes=["tokens:read", "tokens:write"]

@@ -16,7 +16,7 @@ from tests.conftest import owner_actor
 TOKEN_FIELDS = {
     "id", "name", "environment", "role", "scopes", "type", "active", "status", "prefix",
     "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by",
-    "allowed_ips", "href",
+    "allowed_ips", "last_used_ip", "href",
 }  # fmt: skip
 
 

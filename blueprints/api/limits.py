@@ -32,6 +32,10 @@ def finish_api_response(response: Response) -> Response:
     if not request.path.startswith("/api/"):
         return response
     response = _limit_unrouted(response)
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
+        # Flask's automatic answer is an empty text/html 200: say "nothing" plainly, with Allow.
+        response.status_code = 204
+        response.headers.pop("Content-Type", None)
     if response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response

@@ -142,6 +142,7 @@ class Token(BaseModel):
     updated_at: DateTimeText
     expires_at: DateTimeText | None
     last_used_at: DateTimeText | None
+    last_used_ip: str | None = Field(description="Client address of the last request.")
     revoked_at: DateTimeText | None
     created_by: str
     allowed_ips: list[str] | None

@@ -33,6 +33,18 @@ KEEP_EMPTY = ("name",)
 
 # ---------------------------------------------------------------- input
 
+# Endpoints whose query string is a model of schemas.py; anywhere else a query is refused.
+QUERY_ENDPOINTS = {"api.list_tokens", "api.revoke_token_by_name", "api.list_audit_events"}
+
+
+@bp.before_request
+def refuse_unknown_query_parameters() -> None:
+    if request.args and request.endpoint not in QUERY_ENDPOINTS | {"api.openapi"}:
+        raise ValidationFailed(
+            "This endpoint takes no query parameters.",
+            details={key[:100]: "Unknown query parameter." for key in list(request.args)[:20]},
+        )
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
@@ -102,6 +114,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
         "updated_at": _iso(token.updated_at),
         "expires_at": _iso(token.expires_at),
         "last_used_at": _iso(token.last_used_at),
+        "last_used_ip": token.last_used_ip,
         "revoked_at": _iso(token.revoked_at),
         "created_by": token.created_by_label,
         "allowed_ips": list(token.allowed_ips) if token.allowed_ips else None,
