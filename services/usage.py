@@ -1,8 +1,9 @@
 """Last used (time, IP) and requests per day, without a database write per request.
 
 The API's authentication calls `record_use(token, ip)` after a token is verified. Each
-worker keeps the counts in memory and writes them at most once a minute (on the first
-request after the interval, and when the process exits), in one transaction of its own:
+worker keeps the counts in memory and writes them at most once a minute (by a timer
+thread of the worker, so a token that goes quiet is still written within the minute; on
+the first request after the interval; and when the process exits), in one transaction of its own:
 an upsert into `token_usage` that adds to the day's count, and `last_used_at` /
 `last_used_ip` on the token only where this worker's time is newer. Several workers
 and hosts add up correctly, since each flush adds its own counts.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -41,6 +43,7 @@ class UsageBuffer:
         self.last_used: dict[str, tuple[datetime, str | None]] = {}
         self.next_flush = time.monotonic() + interval
         self._lock = threading.Lock()
+        self._timer_pid: int | None = None
 
     def add(self, token_id: str, ip: str | None, at: datetime) -> None:
         key = (token_id, at.date())
@@ -76,6 +79,39 @@ class UsageBuffer:
     def __bool__(self) -> bool:
         return bool(self.counts or self.last_used)
 
+    def ensure_timer(self, app: Flask) -> None:
+        """Start this process's flush timer once (after a fork, the child starts its own)."""
+        pid = os.getpid()
+        if self._timer_pid == pid:
+            return
+        with self._lock:
+            if self._timer_pid == pid:
+                return
+            self._timer_pid = pid
+        thread = threading.Thread(
+            target=_flush_periodically,
+            args=(weakref.ref(app), self),
+            daemon=True,
+            name="keysmith-usage-flush",
+        )
+        thread.start()
+
+
+def _flush_periodically(app_ref: weakref.ref[Flask], buffer: UsageBuffer) -> None:
+    while True:
+        time.sleep(buffer.interval)
+        app = app_ref()
+        if app is None:
+            return  # the app is gone (tests make many); so is its buffer
+        if not buffer:
+            continue
+        try:
+            with app.app_context():
+                flush()
+        except Exception:
+            log.warning("Could not write token usage; will retry", exc_info=True)
+        del app
+
 
 _apps: weakref.WeakSet[Flask] = weakref.WeakSet()
 
@@ -98,6 +134,7 @@ def record_use(token: Any, ip: str | None, *, now: datetime | None = None) -> No
     """
     buffer = _buffer()
     buffer.add(token.id, ip[:45] if ip else None, now or utcnow())
+    buffer.ensure_timer(current_app._get_current_object())  # type: ignore[attr-defined]
     if buffer.due(time.monotonic()):
         try:
             flush()

@@ -178,3 +178,19 @@ def test_api_refuses_a_revoked_token_at_once(client, make_org, make_token, db):
     response = _whoami(client, secret)
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "token_revoked"
+
+
+def test_a_token_that_goes_quiet_is_still_written_within_the_interval(make_org, make_token, db):
+    """The worker's timer writes what it holds, even when no further request comes."""
+    usage._buffer().interval = 0.3  # this app's worker flushes every 0.3 s instead of 60
+    org = make_org()
+    token, secret = make_token(org)
+    token_id = token.id
+    for _ in range(5):
+        usage.record_use(tokens.verify(secret), "198.51.100.9")
+    deadline = time.monotonic() + 10
+    while sum(usage_rows(db, token_id).values()) < 5:
+        assert time.monotonic() < deadline, "the timer never wrote the usage"
+        time.sleep(0.1)
+        db.session.rollback()  # see the other connection's commit
+    assert fresh(db, token_id).last_used_ip == "198.51.100.9"
