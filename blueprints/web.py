@@ -122,6 +122,22 @@ def init_app(app: Flask) -> None:
             ),
         }
 
+    @app.before_request
+    def refuse_stale_organization() -> None:
+        """A page says which organization it was made for (the X-Keysmith-Org header of htmx,
+        or a form's organization_id); if another tab has switched since, refuse the change
+        rather than make it in an organization the person is not looking at."""
+        if request.method != "POST" or request.path.startswith("/api/"):
+            return
+        claimed = request.headers.get("X-Keysmith-Org") or request.form.get("organization_id")
+        if not claimed or not current_user.is_authenticated:
+            return
+        if request.endpoint == "main.switch_organization":
+            return
+        membership = current_membership()
+        if membership is None or str(membership.organization_id) != claimed:
+            abort(409)
+
     @app.after_request
     def security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -198,6 +214,7 @@ _TITLES = {
     403: "Not allowed",
     404: "Not found",
     405: "Method not allowed",
+    409: "Another organization is current",
     413: "Too large",
     429: "Too many attempts",
     500: "Something went wrong",
@@ -206,6 +223,8 @@ _TITLES = {
 _MESSAGES = {
     404: "There is nothing here. It may have been removed, or it belongs to another organization.",
     405: "This page cannot be used that way.",
+    409: "This page was made for another organization, and another tab has switched since. "
+    "Nothing was changed: reload the page to see the organization that is current now.",
     413: "The request was larger than the 1 MiB Keysmith accepts.",
 }
 

@@ -57,7 +57,8 @@ def events_of(
     if environment:
         query = query.where(AuditEvent.environment == environment)
     if actor:
-        query = query.where(AuditEvent.actor_label == actor)
+        # Case-insensitive, and part of a name or email is enough ("adam" finds adam@…).
+        query = query.where(AuditEvent.actor_label.icontains(actor.strip(), autoescape=True))
     if action:
         query = query.where(AuditEvent.action == action)
     if target_id:

@@ -531,10 +531,24 @@ def _require_manage(actor: Actor, token: ApiToken) -> None:
         raise Forbidden("You may not change this token.")
 
 
+# The highest token role each member role may give: a token never does more than its
+# creator may, so a member's "admin" token would only promise what it cannot do.
+MEMBER_TOKEN_CEILING = {"owner": "admin", "admin": "admin", "member": "writer", "viewer": "viewer"}
+
+
 def _check_role_ceiling(actor: Actor, role: str) -> None:
-    """A token never creates or raises a token above its own role."""
+    """A token never creates or raises a token above its own role, nor a member above
+    what their own role allows."""
     if actor.token is not None and TOKEN_ROLE_RANK[role] > TOKEN_ROLE_RANK[actor.token.role]:
-        raise Forbidden(f"A {actor.token.role} token cannot grant the {role} role.")
+        message = f"A {actor.token.role} token cannot grant the {role} role."
+        raise Forbidden(message, details={"role": message})
+    if actor.membership is not None:
+        ceiling = MEMBER_TOKEN_CEILING[actor.membership.role]
+        if TOKEN_ROLE_RANK[role] > TOKEN_ROLE_RANK[ceiling]:
+            message = (
+                f"As a {actor.membership.role}, you can give a token at most the {ceiling} role."
+            )
+            raise Forbidden(message, details={"role": message})
 
 
 def _check_scope_ceiling(actor: Actor, role: str, scopes: list[str]) -> None:

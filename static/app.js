@@ -30,3 +30,29 @@ document.addEventListener("htmx:beforeSwap", (event) => {
     event.detail.isError = false;
   }
 });
+
+// An htmx request the server refused (403: a role changed since the page loaded; 404: it is
+// gone; 409: another tab switched organization) must not fail silently.
+const REFUSALS = {
+  403: "You are not allowed to do that (your role may have changed). Reload the page.",
+  404: "That is no longer here. Reload the page.",
+  409: "This page belongs to an organization that is no longer current here. Reload the page.",
+  413: "That was too large to send.",
+  429: "Too many requests. Wait a moment and try again.",
+};
+document.addEventListener("htmx:responseError", (event) => {
+  const status = event.detail.xhr.status;
+  const message = REFUSALS[status] || "Something went wrong. Reload the page and try again.";
+  let notice = document.getElementById("request-error");
+  if (!notice) {
+    notice = document.createElement("div");
+    notice.id = "request-error";
+    notice.className = "flash flash-danger";
+    notice.setAttribute("role", "alert");
+    document.getElementById("main").prepend(notice);
+  }
+  notice.textContent = message;
+  notice.scrollIntoView({ block: "nearest" });
+});
+
+document.documentElement.classList.remove("no-js");

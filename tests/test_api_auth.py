@@ -134,7 +134,7 @@ def test_token_of_a_member_who_left_gets_401_token_revoked(
     client, db, org, make_member, make_token
 ):
     membership = make_member(org, role="member")
-    _, secret = make_token(org, Actor(organization=org, membership=membership))
+    _, secret = make_token(org, Actor(organization=org, membership=membership), role="writer")
     db.session.execute(sa.delete(Membership).where(Membership.id == membership.id))
     db.session.commit()
     response = client.get(f"{API}/whoami", headers=bearer(secret))

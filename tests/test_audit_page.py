@@ -46,6 +46,8 @@ def test_every_role_sees_the_log_newest_first(client, db, org_with_events):
         ("environment=sandbox", "sandbox-ci", "prod-ci"),
         ("action=token.created&actor=olive%40example.com", "prod-ci", "nobody-else"),
         ("actor=vic%40example.com", "No events match", "prod-ci"),
+        ("action=token.created&actor=OLIVE", "prod-ci", "nobody-else"),  # part, any case
+        ("actor=100%25", "No events match", "prod-ci"),  # % is a character, not a wildcard
     ],
 )
 def test_filters(client, db, org_with_events, query, shown, hidden):

@@ -139,3 +139,33 @@ def test_switching_to_an_organization_one_is_not_in_gives_404(client, make_org, 
         client.post(f"/organizations/{mine.id}/switch", data={"csrf_token": token}).status_code
         == 302
     )
+
+
+def test_a_stale_tab_cannot_change_the_organization_switched_to_elsewhere(
+    client, db, make_org, make_user
+):
+    from models import ApiToken
+
+    me = make_user(email="tabs@example.com")
+    first = make_org(owner=me, name="First")
+    second = make_org(owner=me, name="Second")
+    client.sign_in("tabs@example.com")
+    token = client.csrf_token("/connections/api-tokens")
+    client.post(f"/organizations/{first.id}/switch", data={"csrf_token": token})
+    # A tab still showing Second submits its create form.
+    form = {
+        "csrf_token": token, "organization_id": str(second.id), "environment": "sandbox",
+        "name": "stale", "role": "viewer", "type": "generic", "expires_in_days": "30",
+    }  # fmt: skip
+    stale = client.post("/connections/api-tokens", data=form)
+    assert stale.status_code == 409
+    assert "another organization" in stale.get_data(as_text=True)
+    htmx = client.post(
+        "/connections/api-tokens",
+        data={**form, "organization_id": ""},
+        headers={"HX-Request": "true", "X-Keysmith-Org": str(second.id)},
+    )
+    assert htmx.status_code == 409
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiToken)) == 0
+    fresh = client.post("/connections/api-tokens", data={**form, "organization_id": str(first.id)})
+    assert fresh.status_code == 200

@@ -257,8 +257,8 @@ def test_live_token_counts_is_one_grouped_query(db, make_org, make_member, make_
     other = make_member(org, "member")
     make_token(org, actor_for(owner))
     make_token(org, actor_for(owner))
-    make_token(org, actor_for(other))
-    gone, _ = make_token(org, actor_for(other))
+    make_token(org, actor_for(other), role="writer")
+    gone, _ = make_token(org, actor_for(other), role="writer")
     from services import tokens
 
     tokens.revoke_token(gone, actor_for(owner))

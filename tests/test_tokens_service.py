@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from models import ApiToken, AuditEvent, utcnow
+from models import TOKEN_ROLE_RANK, ApiToken, AuditEvent, utcnow
 from services import secrets as token_secrets
 from services import tokens
 from services.actor import Actor
@@ -464,3 +464,22 @@ def test_requests_per_day_fills_missing_days_with_zero(db, org, owner):
     usage = tokens.requests_per_day(token, today=today)
     assert len(usage) == 30 and usage[0] == (today - timedelta(days=29), 2)
     assert usage[-1] == (today, 5) and sum(c for _, c in usage) == 7
+
+
+@pytest.mark.parametrize(
+    ("member_role", "allowed"),
+    [("owner", "admin"), ("admin", "admin"), ("member", "writer")],
+)
+def test_a_member_gives_a_token_at_most_what_their_role_allows(
+    db, org, make_member, member_role, allowed
+):
+    membership = make_member(org, role=member_role)
+    actor = Actor(organization=org, membership=membership)
+    for role in ("admin", "writer", "viewer"):
+        if TOKEN_ROLE_RANK[role] > TOKEN_ROLE_RANK[allowed]:
+            with pytest.raises(Forbidden) as refused:
+                create(org, actor, name=f"{member_role}-{role}", role=role)
+            assert "role" in refused.value.details
+        else:
+            token, _ = create(org, actor, name=f"{member_role}-{role}", role=role)
+            assert token.role == role
