@@ -51,10 +51,15 @@ def add_org(email: str, organization: str) -> None:
     user = accounts.user_by_email(email)
     if user is None:
         raise click.ClickException(f"No user with email {email}.")
-    org = Organization(name=organization, rate_limit=current_app.config["RATE_LIMIT_DEFAULT"])
-    db.session.add(org)
-    db.session.flush()
-    db.session.add(Membership(organization_id=org.id, user_id=user.id, role="owner"))
+    try:
+        org = accounts.create_organization(
+            user,
+            name=organization,
+            default_rate_limit=current_app.config["RATE_LIMIT_DEFAULT"],
+            via="cli",
+        )
+    except DomainError as exc:
+        _fail(exc)
     db.session.commit()
     click.echo(f"Created organization {org.id} ({org.name}), owned by {user.email}.")
 

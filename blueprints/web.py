@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import wraps
 from typing import Any
 
-from flask import Flask, abort, g, render_template, request, session
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -121,6 +121,20 @@ def init_app(app: Flask) -> None:
                 accounts.memberships_of(current_user) if current_user.is_authenticated else []
             ),
         }
+
+    @app.before_request
+    def offer_a_new_organization():
+        """Someone in no organization (removed from their last one) is offered to start one,
+        rather than a dead end."""
+        if (
+            request.method == "GET"
+            and request.blueprint in ("tokens", "audit", "settings")
+            and current_user.is_authenticated
+            and current_membership() is None
+        ):
+            flash("You are not a member of any organization now. Start one, or ask for an invite.")
+            return redirect(url_for("main.new_organization"))
+        return None
 
     @app.before_request
     def refuse_stale_organization() -> None:

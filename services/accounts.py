@@ -72,10 +72,39 @@ def sign_up(
 ) -> tuple[User, Organization]:
     """Create the user and an organization they own (SPEC §1)."""
     user = create_user(email=email, name=name, password=password)
-    org = Organization(name=organization.strip(), rate_limit=default_rate_limit)
+    try:
+        org = create_organization(
+            user,
+            name=organization,
+            default_rate_limit=default_rate_limit,
+            via="signup",
+            ip=ip,
+            user_agent=user_agent,
+        )
+    except ValidationFailed as exc:  # the sign-up form calls that field "organization"
+        raise ValidationFailed(details={"organization": exc.details["name"]}) from None
+    return user, org
+
+
+def create_organization(
+    owner: User,
+    *,
+    name: str,
+    default_rate_limit: str,
+    via: str = "new organization",
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> Organization:
+    """A new organization owned by `owner`, with the default key policy."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ValidationFailed(
+            details={"name": "Give the organization a name of 1-100 characters."}
+        )
+    org = Organization(name=name, rate_limit=default_rate_limit)
     db.session.add(org)
     db.session.flush()
-    membership = Membership(organization_id=org.id, user_id=user.id, role="owner")
+    membership = Membership(organization_id=org.id, user_id=owner.id, role="owner")
     db.session.add(membership)
     db.session.flush()
     actor = Actor(organization=org, membership=membership, ip=ip, user_agent=user_agent)
@@ -84,11 +113,11 @@ def sign_up(
         "member.joined",
         target_type="member",
         target_id=membership.id,
-        target_label=user.email,
-        details={"role": "owner", "via": "signup"},
+        target_label=owner.email,
+        details={"role": "owner", "via": via},
     )
     db.session.flush()
-    return user, org
+    return org
 
 
 def authenticate(email: str, password: str) -> User | None:

@@ -169,3 +169,27 @@ def test_a_stale_tab_cannot_change_the_organization_switched_to_elsewhere(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiToken)) == 0
     fresh = client.post("/connections/api-tokens", data={**form, "organization_id": str(first.id)})
     assert fresh.status_code == 200
+
+
+def test_someone_in_no_organization_is_offered_to_start_one(client, db, make_org, make_user):
+    from models import Membership
+
+    me = make_user(email="alone@example.com")
+    org = make_org(owner=me)
+    client.sign_in("alone@example.com")
+    db.session.execute(sa.delete(Membership).where(Membership.organization_id == org.id))
+    db.session.commit()
+
+    page = client.get("/connections/api-tokens")
+    assert page.status_code == 302
+    assert page.headers["Location"] == "/organizations/new"
+    offer = client.get("/organizations/new").get_data(as_text=True)
+    assert "not a member of any organization" in offer
+
+    bad = client.form("/organizations/new", {"name": ""}, page="/organizations/new")
+    assert bad.status_code == 400
+    made = client.form("/organizations/new", {"name": "Fresh Start"}, page="/organizations/new")
+    assert made.status_code == 302
+    assert "Fresh Start" in client.get("/connections/api-tokens").get_data(as_text=True)
+    membership = db.session.scalar(sa.select(Membership).where(Membership.user_id == me.id))
+    assert membership.role == "owner"

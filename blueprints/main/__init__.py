@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, jsonify, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
 
-from blueprints.web import current_actor, current_membership, current_org, role_required
+from blueprints.web import (
+    client_ip,
+    current_actor,
+    current_membership,
+    current_org,
+    role_required,
+    show_errors,
+)
 from extensions import csrf, db
 from services import accounts, leaks
+from services.errors import ValidationFailed
 from services.urls import safe_next
 
 bp = Blueprint("main", __name__)
@@ -30,6 +52,39 @@ def healthz():
         db.session.rollback()
         return jsonify({"status": "unavailable"}), 503
     return jsonify({"status": "ok"})
+
+
+class NewOrganizationForm(FlaskForm):
+    name = StringField(
+        "Organization name",
+        validators=[DataRequired(), Length(max=100)],
+        description="Your company or team. You will be its owner.",
+    )
+
+
+@bp.route("/organizations/new", methods=["GET", "POST"])
+@login_required
+def new_organization():
+    """Start an organization: for someone removed from their last one, or starting another."""
+    form = NewOrganizationForm()
+    if form.validate_on_submit():
+        try:
+            org = accounts.create_organization(
+                current_user,
+                name=form.name.data,
+                default_rate_limit=current_app.config["RATE_LIMIT_DEFAULT"],
+                ip=client_ip(),
+                user_agent=request.user_agent.string,
+            )
+        except ValidationFailed as exc:
+            db.session.rollback()
+            show_errors(form, exc)
+        else:
+            db.session.commit()
+            session["org_id"] = org.id
+            flash(f"Created {org.name}. You are its owner.", "success")
+            return redirect(url_for("tokens.index"))
+    return render_template("main/new_organization.html", form=form), 400 if form.errors else 200
 
 
 @bp.post("/organizations/<int:org_id>/switch")

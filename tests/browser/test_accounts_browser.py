@@ -81,3 +81,16 @@ def test_password_is_never_in_the_page_after_a_failed_sign_in(page):
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, email, PASSWORD + "x")
     assert PASSWORD not in page.content()
+
+
+def test_start_another_organization_and_switch_back(page, shot):
+    sign_up(page, organization="First Org")
+    page.goto("/organizations/new")
+    page.get_by_label("Organization name").fill("Side Project")
+    shot(page, "new-organization")
+    page.get_by_role("button", name="Create organization").click()
+    expect(page.get_by_text("Created Side Project. You are its owner.")).to_be_visible()
+    expect(page.locator("details.switcher summary")).to_have_text("Side Project")
+    page.locator("details.switcher summary").click()
+    page.get_by_role("button", name=re.compile("First Org")).click()
+    expect(page.locator("details.switcher summary")).to_have_text("First Org")
