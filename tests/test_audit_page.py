@@ -215,3 +215,16 @@ def test_sign_ins_and_failed_sign_ins_are_listed_without_the_password(client, db
     csv_text = client.get("/connections/audit-log.csv").get_data(as_text=True)
     assert "user.signed_in" in csv_text and "user.sign_in_failed" in csv_text
     assert "wrong-password-typed" not in csv_text
+
+
+def test_the_log_shows_what_changed(client, db, org_with_events):
+    from models import ApiToken
+    from services import tokens as token_service
+
+    owner = db.session.scalar(sa.select(Membership).where(Membership.role == "owner"))
+    token = db.session.scalar(sa.select(ApiToken).where(ApiToken.name == "prod-ci"))
+    token_service.rename_token(token, actor_for(owner), name="prod-deploy")
+    db.session.commit()
+    client.sign_in("olive@example.com")
+    html = client.get("/connections/audit-log?action=token.updated").get_data(as_text=True)
+    assert "prod-ci → prod-deploy" in html
