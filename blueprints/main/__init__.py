@@ -43,6 +43,12 @@ def index():
     return redirect(url_for("auth.login"))
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico before reading the page's icon link."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
 @bp.get("/healthz")
 @csrf.exempt
 def healthz():
