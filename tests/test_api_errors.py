@@ -154,6 +154,7 @@ def test_an_unreachable_database_is_503_unavailable(tmp_path):
     secret = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
     response = app.test_client().get(f"{API}/whoami", headers=bearer(secret))
     assert response.status_code == 503
+    assert "X-RateLimit-Limit" in response.headers  # every API answer carries them
     assert error_code(response) == "unavailable"
     assert "Retry-After" in response.headers
 

@@ -107,3 +107,13 @@ def test_reports_are_rate_limited_per_address(client):
         URL, json={"tokens": ["nope"]}, environ_base={"REMOTE_ADDR": "198.51.100.8"}
     )
     assert other.status_code == 400
+
+
+def test_an_oversized_report_is_json_413_with_rate_limit_headers(client):
+    response = client.post(
+        URL, data=b'{"tokens": ["' + b"x" * (1024 * 1024 + 10) + b'"]}',
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+    assert "X-RateLimit-Limit" in response.headers

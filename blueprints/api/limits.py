@@ -15,7 +15,7 @@ from flask.wrappers import Response
 from limits import parse_many
 
 from blueprints.api import bp
-from blueprints.api.auth import rate_limit_key, rate_limit_value
+from blueprints.api.auth import UNAUTHENTICATED_RATE_LIMIT, rate_limit_key, rate_limit_value
 from blueprints.api.errors import api_error
 from extensions import limiter
 
@@ -41,20 +41,23 @@ def finish_api_response(response: Response) -> Response:
     return response
 
 
-def _limit_unrouted(response: Response) -> Response:
-    if (
-        request.url_rule is not None
-        or "X-RateLimit-Limit" in response.headers
-        or not limiter.enabled
-    ):
+def _limit_unrouted(response: Response) -> Response:  # and unlimited answers
+    # Paths that match no route, and answers made before the limiter's check ran (a 413 for
+    # a view whose limits are checked when it is called): count them in the caller's bucket.
+    if "X-RateLimit-Limit" in response.headers or not limiter.enabled:
         return response
-    args = [rate_limit_key(), SCOPE]
+    try:
+        key, value = rate_limit_key(), rate_limit_value()
+    except Exception:  # e.g. the database is down: count the answer against the address
+        key = f"ip:{request.remote_addr or 'unknown'}"
+        value = current_app.config.get("API_UNAUTHENTICATED_RATE_LIMIT", UNAUTHENTICATED_RATE_LIMIT)
+    args = [key, SCOPE]
     # The prefix Flask-Limiter put on its own keys (fixed at its first init_app).
     prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
     if prefix:
         args.insert(0, prefix)
     shown = None
-    for item in sorted(parse_many(rate_limit_value())):
+    for item in sorted(parse_many(value)):
         allowed = limiter.limiter.hit(item, *args)
         reset, remaining = limiter.limiter.get_window_stats(item, *args)
         if not allowed:
