@@ -5,7 +5,18 @@ from __future__ import annotations
 from functools import wraps
 from typing import Any
 
-from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -75,6 +86,32 @@ def show_errors(form: Any, error: DomainError) -> None:
             form.form_errors.append(message)
     if not error.details:
         form.form_errors.append(error.message)
+
+
+LAST_ORG_COOKIE = "ks_last_org"
+
+
+def preferred_membership(memberships: list[Membership]) -> Membership | None:
+    """The organization to sign in to: the one last used in this browser if the person is
+    still in it (the cookie only says which; membership decides), else the first."""
+    last = request.cookies.get(LAST_ORG_COOKIE, "")
+    for membership in memberships:
+        if str(membership.organization_id) == last:
+            return membership
+    return memberships[0] if memberships else None
+
+
+def remember_organization(response, organization_id: int):
+    """Note the current organization in this browser for the next sign-in (not a secret)."""
+    response.set_cookie(
+        LAST_ORG_COOKIE,
+        str(organization_id),
+        max_age=365 * 86400,
+        httponly=True,
+        samesite="Lax",
+        secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+    )
+    return response
 
 
 def start_session(user: User, organization_id: int | None) -> None:

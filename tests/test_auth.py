@@ -193,3 +193,24 @@ def test_someone_in_no_organization_is_offered_to_start_one(client, db, make_org
     assert "Fresh Start" in client.get("/connections/api-tokens").get_data(as_text=True)
     membership = db.session.scalar(sa.select(Membership).where(Membership.user_id == me.id))
     assert membership.role == "owner"
+
+
+def test_sign_in_returns_to_the_organization_last_used_in_this_browser(
+    client, db, make_org, make_user
+):
+    me = make_user(email="return@example.com")
+    make_org(owner=me, name="Alpha")
+    beta = make_org(owner=me, name="Beta")
+    client.sign_in("return@example.com")
+    token = client.csrf_token("/connections/api-tokens")
+    client.post(f"/organizations/{beta.id}/switch", data={"csrf_token": token})
+    client.form("/logout", page="/connections/api-tokens")
+    client.sign_in("return@example.com")
+    page = client.get("/connections/api-tokens").get_data(as_text=True)
+    assert 'aria-label="Switch organization">Beta<' in page
+    # A cookie naming an organization one is not in changes nothing.
+    client.set_cookie("ks_last_org", "999999")
+    client.form("/logout", page="/connections/api-tokens")
+    client.sign_in("return@example.com")
+    page = client.get("/connections/api-tokens").get_data(as_text=True)
+    assert 'aria-label="Switch organization">Alpha<' in page

@@ -6,7 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_required, logout_user
 
 from blueprints.auth.forms import LoginForm, SignupForm
-from blueprints.web import client_ip, show_errors, start_session
+from blueprints.web import client_ip, preferred_membership, show_errors, start_session
 from extensions import db
 from services import accounts, throttle
 from services.errors import ValidationFailed
@@ -72,7 +72,8 @@ def login():
         memberships = accounts.memberships_of(user)
         accounts.record_sign_in(user, success=True, ip=ip, user_agent=request.user_agent.string)
         db.session.commit()
-        start_session(user, memberships[0].organization_id if memberships else None)
+        chosen = preferred_membership(memberships)
+        start_session(user, chosen.organization_id if chosen else None)
         return redirect(next_url or url_for("tokens.index"))
     status = 400 if form.errors else 200
     return render_template("auth/login.html", form=form, next_url=next_url), status

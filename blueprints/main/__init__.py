@@ -25,6 +25,7 @@ from blueprints.web import (
     current_actor,
     current_membership,
     current_org,
+    remember_organization,
     role_required,
     show_errors,
 )
@@ -89,7 +90,7 @@ def new_organization():
             db.session.commit()
             session["org_id"] = org.id
             flash(f"Created {org.name}. You are its owner.", "success")
-            return redirect(url_for("tokens.index"))
+            return remember_organization(redirect(url_for("tokens.index")), org.id)
     return render_template("main/new_organization.html", form=form), 400 if form.errors else 200
 
 
@@ -101,7 +102,8 @@ def switch_organization(org_id: int):
         abort(404)
     session["org_id"] = membership.organization_id
     current_membership()  # refresh g for anything rendered after
-    return redirect(safe_next(request.form.get("next")) or url_for("tokens.index"))
+    response = redirect(safe_next(request.form.get("next")) or url_for("tokens.index"))
+    return remember_organization(response, membership.organization_id)
 
 
 @bp.post("/organizations/leak-alert/dismiss")
