@@ -290,8 +290,10 @@ def test_removal_confirms_with_tokens_then_revokes_them_and_ends_the_session(
     assert actions[-3:] == ["token.revoked", "token.revoked", "member.removed"]
     # Their very next request no longer sees the organization.
     after = theirs.get("/settings/members")
-    assert after.status_code == 403
-    assert "Acme" not in after.get_data(as_text=True)
+    assert after.status_code == 302  # offered to start an organization of their own
+    assert after.headers["Location"] == "/organizations/new"
+    offer = theirs.get("/organizations/new").get_data(as_text=True)
+    assert "not a member of any organization" in offer and "Acme" not in offer
 
 
 def test_removed_member_with_another_organization_falls_back_to_it(

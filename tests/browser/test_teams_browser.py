@@ -115,7 +115,8 @@ def test_invite_accept_change_role_and_remove_with_revoked_tokens(browser, page,
 
     # Grace's session no longer reaches the organization.
     guest.goto("/settings/members")
-    expect(guest.get_by_text("You are not a member of any organization.")).to_be_visible()
+    expect(guest.get_by_text("You are not a member of any organization now.")).to_be_visible()
+    expect(guest.get_by_role("button", name="Create organization")).to_be_visible()
     other.close()
 
     page.goto("/connections/audit-log?action=token.revoked")
