@@ -308,13 +308,7 @@ def _act(
         return _row_or_page(token, status=400, row_error=row_error)
     db.session.commit()
     secret = result if isinstance(result, str) else None
-    notice = NOTICES[action].format(name=token.name)
-    if secret is None and not is_htmx():
-        # A plain post that shows no secret: back to the list (303), so a reload does not
-        # post again. Rotate answers in place: its secret may not pass through a redirect.
-        flash(notice, "success")
-        return redirect(url_for("tokens.index", environment=token.environment), 303)
-    return _row_or_page(token, secret=secret, notice=notice)
+    return _row_or_page(token, secret=secret, notice=NOTICES[action].format(name=token.name))
 
 
 # ---------------------------------------------------------------- rendering

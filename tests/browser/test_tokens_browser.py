@@ -183,8 +183,6 @@ def test_token_life_without_javascript(nojs_page, shot, environment):
     row.get_by_role("button", name="Suspend").click()
     expect(page.get_by_text("Suspended “Nightly job”")).to_be_visible()
     expect(row_of(page, "Nightly job").get_by_text("Suspended", exact=True)).to_be_visible()
-    # Back on the list's own address: a reload shows the page, it does not suspend again.
-    expect(page).to_have_url(re.compile(r"/connections/api-tokens\?environment=\w+$"))
 
     row = open_actions(page, "Nightly job")
     row.get_by_role("button", name="Resume").click()
