@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from hot_path_support import owner_actor, worker_config
 
 from app import create_app
 from extensions import db as _db
@@ -48,7 +49,7 @@ def database_urls(tmp_path_factory) -> Iterator[dict[str, str]]:
         engine.dispose()
         urls["postgresql"] = admin.set(database=created).render_as_string(hide_password=False)
     for url in urls.values():
-        app = create_app(_test_config(url), instance_path=str(tmp_path_factory.mktemp("inst")))
+        app = create_app(worker_config(url), instance_path=str(tmp_path_factory.mktemp("inst")))
         with app.app_context():
             from flask_migrate import upgrade
 
@@ -60,19 +61,6 @@ def database_urls(tmp_path_factory) -> Iterator[dict[str, str]]:
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)'))
         engine.dispose()
-
-
-def _test_config(url: str, **extra) -> dict:
-    return {
-        "TESTING": True,
-        "SECRET_KEY": "test-secret-key-not-for-production",
-        "TOKEN_HMAC_KEY": "test-token-hmac-key",
-        "SQLALCHEMY_DATABASE_URI": url,
-        "BCRYPT_LOG_ROUNDS": 4,
-        "RATELIMIT_STORAGE_URI": "memory://",
-        "RATELIMIT_KEY_PREFIX": f"keysmith-test-{uuid.uuid4().hex[:8]}",
-        **extra,
-    }
 
 
 @pytest.fixture(params=BACKENDS)
@@ -89,7 +77,7 @@ def app_config() -> dict:
 @pytest.fixture
 def app(backend, database_urls, app_config, tmp_path) -> Iterator[Flask]:
     app = create_app(
-        _test_config(database_urls[backend], **app_config), instance_path=str(tmp_path / "inst")
+        worker_config(database_urls[backend], **app_config), instance_path=str(tmp_path / "inst")
     )
     with app.app_context():
         yield app
@@ -189,15 +177,6 @@ def make_member(db, make_user):
         return membership
 
     return make
-
-
-def owner_actor(org: Organization) -> Actor:
-    membership = _db.session.scalar(
-        sa.select(Membership).where(
-            Membership.organization_id == org.id, Membership.role == "owner"
-        )
-    )
-    return Actor(organization=org, membership=membership, ip="127.0.0.1", user_agent="pytest")
 
 
 @pytest.fixture

@@ -1,12 +1,19 @@
-"""Helpers of the hot-path tests: another worker on the same database, and a SQL counter.
+"""Test helpers shared by conftest.py and test modules: the app settings of a test
+"worker" on a database, the owner as an actor, and a SQL statement counter.
 
 (Not in conftest.py: test modules cannot import it by name once tests/browser/ has one.)
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 from flask import Flask
@@ -18,7 +25,7 @@ from services.actor import Actor
 
 
 def worker_config(url: str, **extra) -> dict:
-    """The settings of conftest's app, for another app ("worker") on the same database."""
+    """The settings of a test app ("worker") on this database; conftest's app uses them too."""
     return {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key-not-for-production",
@@ -61,3 +68,47 @@ def statements(engine: sa.Engine):
 
 def writes(seen: list[str]) -> list[str]:
     return [s for s in seen if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], *options: str, log_path: Path, start_timeout: float = 30):
+    """gunicorn serving `app:create_app()` on a free port for the block; yields its base URL.
+
+    Waits for /healthz to answer 200; if the server dies or never answers, fails with its log.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{port}",
+             "app:create_app()"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
+                        if response.status == 200:
+                            break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()}")
+                    time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hot_path_support import gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -22,12 +20,6 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/
 PASSWORD = "correct horse battery"
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LiveServer:
@@ -66,43 +58,8 @@ def live_server(tmp_path_factory) -> Iterator[LiveServer]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
-    log = (instance / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "app:create_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
-                if response.status == 200:
-                    break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                log.close()
-                raise RuntimeError((instance / "server.log").read_text())
-            time.sleep(0.2)
-    yield LiveServer(url, env)
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+    with gunicorn(env, "--workers", "1", "--threads", "4", log_path=instance / "server.log") as url:
+        yield LiveServer(url, env)
 
 
 @pytest.fixture(scope="session")
