@@ -42,6 +42,9 @@ def create_token(page, name, *, expiry="90", date=None, allowed_ips=None) -> str
 
 
 def search(page, text):
+    # After a plain form post the new page may be on screen before htmx has bound the box's
+    # input trigger (it starts on DOMContentLoaded); typing earlier would go unheard.
+    page.wait_for_load_state()
     page.get_by_label("Find a token").fill(text)
 
 
