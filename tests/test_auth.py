@@ -1,5 +1,7 @@
 """Accounts (SPEC §1, §3): sign-up, sign-in, sign-out, the throttle, CSRF, cookies, next=."""
 
+import re
+
 import sqlalchemy as sa
 
 from models import AuditEvent, Membership, Organization, User
@@ -214,3 +216,26 @@ def test_sign_in_returns_to_the_organization_last_used_in_this_browser(
     client.sign_in("return@example.com")
     page = client.get("/connections/api-tokens").get_data(as_text=True)
     assert 'aria-label="Switch organization">Alpha<' in page
+
+
+def _autocomplete(html: str) -> dict[str, str]:
+    """Each input's name → its autocomplete hint, as the browser's password manager reads them."""
+    hints = {}
+    for tag in re.findall(r"<input\b[^>]*>", html):
+        name = re.search(r'\bname="([^"]+)"', tag)
+        hint = re.search(r'\bautocomplete="([^"]+)"', tag)
+        if name and name.group(1) != "csrf_token":
+            hints[name.group(1)] = hint.group(1) if hint else None
+    return hints
+
+
+def test_password_managers_are_told_which_password_is_new_and_which_is_current(client):
+    signup = _autocomplete(client.get("/signup").get_data(as_text=True))
+    assert signup == {
+        "name": "name",
+        "email": "email",
+        "password": "new-password",
+        "organization": "organization",
+    }
+    login = _autocomplete(client.get("/login").get_data(as_text=True))
+    assert login == {"email": "username", "password": "current-password"}

@@ -30,6 +30,7 @@ def test_new_person_gives_name_and_password_and_is_signed_in_with_the_org(client
     assert page.status_code == 200
     assert "Join Acme" in html and "grace@example.com" in html and "Olive" in html
     assert page.headers["Cache-Control"] == "no-store"
+    assert 'autocomplete="new-password"' in html and 'autocomplete="name"' in html
     response = client.form(url, {"name": "Grace", "password": PASSWORD}, page=url)
     assert response.status_code == 302
     user = db.session.scalar(sa.select(User).where(User.email == "grace@example.com"))

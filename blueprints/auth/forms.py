@@ -6,10 +6,15 @@ from services.accounts import PASSWORD_MIN
 
 
 class SignupForm(FlaskForm):
-    name = StringField("Your name", validators=[DataRequired(), Length(max=100)])
+    name = StringField(
+        "Your name",
+        validators=[DataRequired(), Length(max=100)],
+        render_kw={"autocomplete": "name"},
+    )
     email = EmailField(
         "Work email",
         validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)],
+        render_kw={"autocomplete": "email"},
     )
     password = PasswordField(
         "Password",
@@ -20,14 +25,24 @@ class SignupForm(FlaskForm):
             ),
         ],
         description=f"At least {PASSWORD_MIN} characters.",
+        render_kw={"autocomplete": "new-password"},
     )
     organization = StringField(
         "Organization",
         validators=[DataRequired(), Length(max=100)],
+        render_kw={"autocomplete": "organization"},
         description="Your company or team. You can invite teammates later.",
     )
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
+    email = EmailField(
+        "Email",
+        validators=[DataRequired(), Length(max=254)],
+        render_kw={"autocomplete": "username"},
+    )
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(), Length(max=1000)],
+        render_kw={"autocomplete": "current-password"},
+    )

@@ -28,7 +28,9 @@ PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 class JoinForm(FlaskForm):
     name = StringField(
-        "Your name", validators=[DataRequired("Your name is required."), Length(max=100)]
+        "Your name",
+        validators=[DataRequired("Your name is required."), Length(max=100)],
+        render_kw={"autocomplete": "name"},
     )
     password = PasswordField(
         "Password",
@@ -39,6 +41,7 @@ class JoinForm(FlaskForm):
             ),
         ],
         description=f"At least {PASSWORD_MIN} characters.",
+        render_kw={"autocomplete": "new-password"},
     )
 
 
