@@ -114,6 +114,9 @@ class Client(FlaskClient):
     """
 
     def open(self, *args, **kwargs):
+        # Buffered: a streamed body is read while its request context is still there, as a
+        # server reads it, not later in the test's own context.
+        kwargs.setdefault("buffered", True)
         response = contextvars.Context().run(super().open, *args, **kwargs)
         _db.session.expire_all()  # what the test holds may have changed under it
         return response

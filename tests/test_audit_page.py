@@ -171,6 +171,29 @@ def test_csv_export_is_the_filtered_view_escaped_and_safe_from_formulas(
         assert all(row[7] == "production" for row in rows[1:])
 
 
+def test_csv_export_streams_every_event_in_batches(client, db, org_with_events, monkeypatch):
+    import blueprints.audit
+
+    monkeypatch.setattr(blueprints.audit, "CSV_BATCH", 7)  # so 24 events span four batches
+    org, owner, *_ = org_with_events
+    for i in range(23):
+        audit.record(
+            actor_for(owner),
+            "token.updated",
+            environment="sandbox",
+            target_type="token",
+            target_id=f"t{i}",
+            target_label=f"bulk-{i:03}",
+        )
+    db.session.commit()
+    client.sign_in("olive@example.com")
+    response = client.get("/connections/audit-log.csv?environment=sandbox")
+    assert "Content-Length" not in response.headers  # sent as it is read, not built whole
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    labels = [row[6] for row in rows[1:]]
+    assert labels == [f"bulk-{i:03}" for i in reversed(range(23))] + ["sandbox-ci"]
+
+
 def test_log_shows_only_the_current_organization(client, db, org_with_events, make_org, make_token):
     org, owner, *_ = org_with_events
     other = make_org(owner=owner.user, name="Second")
