@@ -536,19 +536,27 @@ def _require_manage(actor: Actor, token: ApiToken) -> None:
 MEMBER_TOKEN_CEILING = {"owner": "admin", "admin": "admin", "member": "writer", "viewer": "viewer"}
 
 
-def _check_role_ceiling(actor: Actor, role: str) -> None:
-    """A token never creates or raises a token above its own role, nor a member above
-    what their own role allows."""
+def grantable_roles(actor: Actor) -> list[str]:
+    """The token roles this actor may give, highest first (what the create form offers)."""
+    return [role for role in TOKEN_ROLES if _role_ceiling_message(actor, role) is None]
+
+
+def _role_ceiling_message(actor: Actor, role: str) -> str | None:
     if actor.token is not None and TOKEN_ROLE_RANK[role] > TOKEN_ROLE_RANK[actor.token.role]:
-        message = f"A {actor.token.role} token cannot grant the {role} role."
-        raise Forbidden(message, details={"role": message})
+        return f"A {actor.token.role} token cannot grant the {role} role."
     if actor.membership is not None:
         ceiling = MEMBER_TOKEN_CEILING[actor.membership.role]
         if TOKEN_ROLE_RANK[role] > TOKEN_ROLE_RANK[ceiling]:
-            message = (
-                f"As a {actor.membership.role}, you can give a token at most the {ceiling} role."
-            )
-            raise Forbidden(message, details={"role": message})
+            return f"As a {actor.membership.role}, you can give a token at most the {ceiling} role."
+    return None
+
+
+def _check_role_ceiling(actor: Actor, role: str) -> None:
+    """A token never creates or raises a token above its own role, nor a member above
+    what their own role allows."""
+    message = _role_ceiling_message(actor, role)
+    if message is not None:
+        raise Forbidden(message, details={"role": message})
 
 
 def _check_scope_ceiling(actor: Actor, role: str, scopes: list[str]) -> None:

@@ -395,6 +395,22 @@ def test_member_acts_on_own_tokens_only(client, org, token, make_member, db):
     assert action(client, mine.id, "suspend").status_code == 200
 
 
+def test_member_is_offered_at_most_writer_and_a_forged_admin_is_an_inline_error(
+    client, org, make_member, db
+):
+    member = make_member(org, role="member")
+    client.sign_in(member.user.email)
+    form = client.get(f"{PAGE}/new").get_data(as_text=True)
+    assert 'value="writer"' in form and 'value="admin"' not in form
+    for headers in ({}, HX):
+        response = client.form(PAGE, create_form(role="admin"), page=PAGE, headers=headers)
+        html = response.get_data(as_text=True)
+        assert response.status_code == 400
+        assert re.search(r'class="field has-error">\s*<label for="role"', html)
+        assert "at most the writer role" in html and 'value="CI deploys"' in html
+    assert live_tokens(db) == []
+
+
 def test_every_action_is_in_the_audit_log_with_who_where_and_how(signed_in, owner, db):
     # The session is bound to the browser (strong session protection), so keep its user agent.
     signed_in.form(PAGE, create_form(), page=PAGE)

@@ -133,7 +133,8 @@ def create():
                 allowed_ips=form.allowed_ips.data,
             )
         except DomainError as error:
-            if error.status != 400:
+            # A role above one's ceiling is the Access field's error, not a dead end.
+            if error.status != 400 and set(error.details) != {"role"}:
                 raise
             db.session.rollback()
             _show_errors(form, error)
@@ -436,6 +437,7 @@ def _page(
 
 def _create_form(environment: str | None = None) -> CreateTokenForm:
     form = CreateTokenForm()
+    form.offer_roles(tokens.grantable_roles(current_actor()))
     form.offer_expiries(current_org())
     if environment is not None and not form.is_submitted():
         form.environment.data = environment

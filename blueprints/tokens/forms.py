@@ -87,6 +87,10 @@ class CreateTokenForm(FlaskForm):
         render_kw={"rows": 2, "spellcheck": "false", "placeholder": "203.0.113.7, 10.0.0.0/8"},
     )
 
+    def offer_roles(self, roles: list[str]) -> None:
+        """Only the roles this person may give (a member gives at most Writer)."""
+        self.role.choices = _choices([(v, label) for v, label in ROLE_CHOICES if v in roles])
+
     def offer_expiries(self, organization: Organization) -> None:
         self.expires_in_days.choices = _choices(
             [(value, EXPIRY_LABELS[value]) for value in tokens.expiry_choices(organization)]
