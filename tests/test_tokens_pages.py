@@ -464,6 +464,21 @@ def test_token_page_shows_metadata_chart_and_events(signed_in, token, db):
     assert "token.created" in html
 
 
+def test_token_page_and_allowlist_of_another_environment_are_404(signed_in, token, db):
+    assert signed_in.get(f"{PAGE}/{token.id}?environment=sandbox").status_code == 200
+    assert signed_in.get(f"{PAGE}/{token.id}?environment=production").status_code == 404
+    for headers in ({}, HX):
+        response = signed_in.form(
+            f"{PAGE}/{token.id}/allowlist",
+            {"environment": "production", "allowed_ips": "10.0.0.1"},
+            page=PAGE,
+            headers=headers,
+        )
+        assert response.status_code == 404
+    db.session.refresh(token)
+    assert not token.allowed_ips
+
+
 def test_token_page_of_another_organization_is_404(signed_in, make_org, make_token):
     other, _ = make_token(make_org(name="Other"))
     assert signed_in.get(f"{PAGE}/{other.id}").status_code == 404

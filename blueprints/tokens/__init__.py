@@ -148,7 +148,8 @@ def create():
 @bp.get("/<token_id>")
 @login_required
 def show(token_id: str):
-    token = tokens.get_token_or_404(current_org(), None, token_id)
+    # A link may name the environment (the list's do): a token of another one is 404.
+    token = tokens.get_token_or_404(current_org(), request.args.get("environment"), token_id)
     return _show_page(token)
 
 
@@ -170,7 +171,7 @@ def _show_page(token: ApiToken, *, form: AllowlistForm | None = None, status: in
 @login_required
 def allowlist(token_id: str):
     """Replace the token's IP allowlist; bad entries answer 400 with the text as typed."""
-    token = tokens.get_token_or_404(current_org(), None, token_id)
+    token = tokens.get_token_or_404(current_org(), request.form.get("environment"), token_id)
     actor = current_actor()
     tokens.require_manage(actor, token)
     form = AllowlistForm()
@@ -187,7 +188,9 @@ def allowlist(token_id: str):
             if is_htmx():
                 return _allowlist_fragment(token, _allowlist_form(token), saved=True)
             flash("IP allowlist saved.", "success")
-            return redirect(url_for("tokens.show", token_id=token.id))
+            return redirect(
+                url_for("tokens.show", token_id=token.id, environment=token.environment)
+            )
     if is_htmx():
         return _allowlist_fragment(token, form, status=400)
     return _show_page(token, form=form, status=400)

@@ -6,6 +6,7 @@ import re
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -241,7 +242,7 @@ def test_token_page_and_phone_width(page, shot, live_server):
     page.goto("/connections/api-tokens")
     page.get_by_role("link", name="Admin key").click()
     expect(page.get_by_role("heading", name="Admin key")).to_be_visible()
-    token_id = page.url.rsplit("/", 1)[1]
+    token_id = urlsplit(page.url).path.rsplit("/", 1)[1]
     _add_usage(live_server, token_id, {0: 120, 1: 80, 2: 95, 5: 30, 12: 200, 29: 7})
     page.reload()
     expect(page.locator("svg.usage-chart rect")).to_have_count(30)
