@@ -19,13 +19,15 @@ from flask import (
 )
 from flask_login import current_user, login_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from extensions import db, login_manager
 from models import ROLE_RANK, Membership, Organization, User
 from services import accounts
 from services.actor import Actor
-from services.errors import DomainError
+from services.errors import DomainError, ValidationFailed
 
 
 @login_manager.user_loader
@@ -145,8 +147,20 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+class RowIdConverter(IntegerConverter):
+    """`<id:...>`: a row id. One past what a 32-bit integer column holds names no row (0), so
+    the view answers 404, never a database error."""
+
+    MAX = 2**31 - 1
+
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        return number if 1 <= number <= self.MAX else 0
+
+
 def init_app(app: Flask) -> None:
     register_filters(app)
+    app.url_map.converters["id"] = RowIdConverter
 
     @app.context_processor
     def inject_membership() -> dict[str, Any]:
@@ -240,6 +254,41 @@ def init_app(app: Flask) -> None:
         response.set_data(body)
         response.mimetype = "text/html"
         return response
+
+    @app.errorhandler(DataError)
+    def unstorable_value(error: DataError):
+        # The database refused a value a client sent (a NUL byte, a number out of range):
+        # the client's mistake, so a 400, never a 500. Forms catch these before this point.
+        app.logger.warning("Database refused a value on %s %s", request.method, request.path)
+        db.session.rollback()
+        if _wants_json():
+            return _api_error(ValidationFailed("A value in the request cannot be stored."))
+        return render_template(
+            "errors/error.html",
+            title="Bad request",
+            message="A value you sent cannot be stored (it may hold a control character). "
+            "Nothing was changed; go back, correct it and try again.",
+        ), 400
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_unavailable(error: Exception):
+        app.logger.error(
+            "Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__
+        )
+        db.session.rollback()
+        if _wants_json():
+            return _api_error(error)
+        return (
+            render_template(
+                "errors/error.html",
+                title="Unavailable",
+                message="Keysmith cannot reach its database just now. Nothing was changed; "
+                "try again in a moment.",
+            ),
+            503,
+            {"Retry-After": "5"},
+        )
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

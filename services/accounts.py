@@ -5,6 +5,7 @@ from __future__ import annotations
 import bcrypt
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 
 from extensions import db
@@ -48,15 +49,21 @@ def user_by_email(email: str) -> User | None:
 def create_user(*, email: str, name: str, password: str) -> User:
     """A new person; raises ValidationFailed if the email is taken or the password too weak."""
     check_password_rules(password)
+    taken = ValidationFailed(
+        details={"email": "An account with this email already exists. Sign in instead."}
+    )
     if user_by_email(email) is not None:
-        raise ValidationFailed(
-            details={"email": "An account with this email already exists. Sign in instead."}
-        )
+        raise taken
     user = User(
         email=normalize_email(email), name=name.strip(), password_hash=hash_password(password)
     )
     db.session.add(user)
-    db.session.flush()
+    try:
+        # A simultaneous sign-up with the same email (a double click) loses on the unique index.
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        raise taken from None
     return user
 
 

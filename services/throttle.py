@@ -12,13 +12,16 @@ import time
 from flask import current_app
 from limits import parse
 
-from extensions import limiter
+from extensions import limit_key, limiter
 
 NAMESPACE = "signin-failures"
 
 
-def _keys(email: str, ip: str | None) -> list[tuple[str, str]]:
-    return [("email", email.strip().lower()[:254]), ("ip", ip or "unknown")]
+def _keys(email: str, ip: str | None) -> list[list[str]]:
+    return [
+        limit_key(NAMESPACE, "email", email.strip().lower()[:254]),
+        limit_key(NAMESPACE, "ip", ip or "unknown"),
+    ]
 
 
 def _limit():
@@ -29,14 +32,14 @@ def retry_after(email: str, ip: str | None) -> int | None:
     """Seconds until the next attempt is allowed, or None if an attempt may go ahead now."""
     limit = _limit()
     waits = []
-    for kind, value in _keys(email, ip):
-        if not limiter.limiter.test(limit, NAMESPACE, kind, value):
-            stats = limiter.limiter.get_window_stats(limit, NAMESPACE, kind, value)
+    for key in _keys(email, ip):
+        if not limiter.limiter.test(limit, *key):
+            stats = limiter.limiter.get_window_stats(limit, *key)
             waits.append(max(1, math.ceil(stats.reset_time - time.time())))
     return max(waits) if waits else None
 
 
 def record_failure(email: str, ip: str | None) -> None:
     limit = _limit()
-    for kind, value in _keys(email, ip):
-        limiter.limiter.hit(limit, NAMESPACE, kind, value)
+    for key in _keys(email, ip):
+        limiter.limiter.hit(limit, *key)

@@ -1,5 +1,7 @@
 """The sign-in throttle (SPEC §3), on in-process storage and on Redis when TEST_REDIS_URL is set."""
 
+import uuid
+
 import pytest
 
 from tests.conftest import PASSWORD
@@ -48,3 +50,25 @@ def test_successful_sign_ins_do_not_count(client, make_org, make_user):
     for _ in range(12):
         client.sign_in("fine@example.com")
         client.form("/logout", page="/connections/api-tokens")
+
+
+def _stored_keys() -> list[str]:
+    from extensions import limiter
+
+    storage = limiter.limiter.storage
+    backend = storage.storage  # a Counter in memory, the client on Redis
+    if isinstance(backend, dict):
+        return [*backend, *getattr(storage, "events", {})]
+    return [key.decode() for key in backend.scan_iter("*signin-failures*")]
+
+
+def test_failures_are_counted_under_the_deployment_key_prefix(app, client, make_user):
+    """Two deployments sharing a Redis must never lock out each other's people."""
+    from extensions import limit_key
+
+    email = f"someone-{uuid.uuid4().hex[:8]}@example.com"
+    make_user(email=email)
+    _fail(client, email, ip="10.7.7.7")
+    (prefix,) = limit_key()
+    keys = [key for key in _stored_keys() if email in key]
+    assert keys and all(f"{prefix}/signin-failures/email/{email}" in key for key in keys)

@@ -18,7 +18,7 @@ from functools import lru_cache
 from flask import current_app, g, request
 from limits import parse, parse_many
 
-from extensions import db, limiter
+from extensions import db, limit_key, limiter
 from services import audit, network, usage
 from services import tokens as token_service
 from services.actor import Actor
@@ -79,10 +79,7 @@ def _authenticate() -> Actor:
 
 def _audit_ip_denied(actor: Actor, token: VerifiedToken) -> None:
     """Audit a refused address, at most once a minute per token and address."""
-    args = ["token-ip-denied", token.id, actor.ip or "unknown"]
-    prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
-    if prefix:
-        args.insert(0, prefix)
+    args = limit_key("token-ip-denied", token.id, actor.ip or "unknown")
     try:
         first_this_minute = limiter.limiter.hit(IP_DENIED_AUDIT_LIMIT, *args)
     except Exception:  # the refusal stands; only its audit event is skipped

@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from services.errors import AuthFailed, DomainError
@@ -81,6 +81,9 @@ def response_for(error: Exception):
         if status == 405 and valid_methods:
             response.headers["Allow"] = ", ".join(valid_methods)
         return response
+    if isinstance(error, DataError):  # the database refused a value the client sent
+        current_app.logger.warning("Database refused a value: %s", type(error.orig).__name__)
+        return api_error("validation_error", 400, "A value in the request cannot be stored.")
     if isinstance(error, OperationalError | InterfaceError):
         current_app.logger.error("Database unavailable: %s", type(error).__name__)
         return api_error("unavailable", 503, _HTTP_MESSAGES[503], headers={"Retry-After": "5"})

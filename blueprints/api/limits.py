@@ -17,7 +17,7 @@ from limits import parse_many
 from blueprints.api import bp
 from blueprints.api.auth import UNAUTHENTICATED_RATE_LIMIT, rate_limit_key, rate_limit_value
 from blueprints.api.errors import api_error
-from extensions import limiter
+from extensions import limit_key, limiter
 
 SCOPE = "api"  # the scope of the blueprint's shared limit
 
@@ -51,11 +51,7 @@ def _limit_unrouted(response: Response) -> Response:  # and unlimited answers
     except Exception:  # e.g. the database is down: count the answer against the address
         key = f"ip:{request.remote_addr or 'unknown'}"
         value = current_app.config.get("API_UNAUTHENTICATED_RATE_LIMIT", UNAUTHENTICATED_RATE_LIMIT)
-    args = [key, SCOPE]
-    # The prefix Flask-Limiter put on its own keys (fixed at its first init_app).
-    prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
-    if prefix:
-        args.insert(0, prefix)
+    args = limit_key(key, SCOPE)
     shown = None
     for item in sorted(parse_many(value)):
         allowed = limiter.limiter.hit(item, *args)

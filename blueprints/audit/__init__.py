@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, render_template, request, stream_with_context, url_for
 from flask_login import login_required
 
+from blueprints.forms import has_control_characters
 from blueprints.web import current_org, is_htmx
 from extensions import db
 from models import ENVIRONMENTS, AuditEvent, Organization
@@ -78,6 +79,9 @@ def _parse_date(text: str) -> date | None:
 def parse_query(args) -> AuditQuery:
     values = {name: (args.get(name) or "").strip()[:254] for name in FILTERS}
     query = AuditQuery(values=values)
+    for name, value in values.items():
+        if has_control_characters(value):
+            query.errors[name] = "Filters may not contain control characters."
     if values["environment"] and values["environment"] not in ENVIRONMENTS:
         query.errors["environment"] = "Environment must be Sandbox or Production."
     start = end = None

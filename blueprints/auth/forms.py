@@ -1,11 +1,11 @@
-from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, Length
 
+from blueprints.forms import Form
 from services.accounts import PASSWORD_MIN
 
 
-class SignupForm(FlaskForm):
+class SignupForm(Form):
     name = StringField(
         "Your name",
         validators=[DataRequired(), Length(max=100)],
@@ -35,7 +35,7 @@ class SignupForm(FlaskForm):
     )
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = EmailField(
         "Email",
         validators=[DataRequired(), Length(max=254)],

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from blueprints.forms import Form
 from blueprints.web import client_ip, show_errors, start_session
 from extensions import db
 from models import Invite
@@ -26,7 +26,7 @@ bp = Blueprint("invites", __name__, url_prefix="/invites")
 PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
-class JoinForm(FlaskForm):
+class JoinForm(Form):
     name = StringField(
         "Your name",
         validators=[DataRequired("Your name is required."), Length(max=100)],
@@ -45,7 +45,7 @@ class JoinForm(FlaskForm):
     )
 
 
-class AcceptForm(FlaskForm):
+class AcceptForm(Form):
     """Only the CSRF token: a signed-in person accepts with one button."""
 
 

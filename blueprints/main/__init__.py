@@ -16,10 +16,10 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
+from blueprints.forms import Form
 from blueprints.web import (
     client_ip,
     current_actor,
@@ -61,7 +61,7 @@ def healthz():
     return jsonify({"status": "ok"})
 
 
-class NewOrganizationForm(FlaskForm):
+class NewOrganizationForm(Form):
     name = StringField(
         "Organization name",
         validators=[DataRequired(), Length(max=100)],
@@ -94,7 +94,7 @@ def new_organization():
     return render_template("main/new_organization.html", form=form), 400 if form.errors else 200
 
 
-@bp.post("/organizations/<int:org_id>/switch")
+@bp.post("/organizations/<id:org_id>/switch")
 @login_required
 def switch_organization(org_id: int):
     membership = accounts.membership_in(current_user, org_id)

@@ -123,7 +123,7 @@ def invite():
     return _members_page(actor, status=status, headers=headers, invite_form=form, **extra)
 
 
-@bp.post("/members/invites/<int:invite_id>/cancel")
+@bp.post("/members/invites/<id:invite_id>/cancel")
 @login_required
 @role_required("admin")
 def cancel_invite(invite_id: int):
@@ -142,7 +142,7 @@ def cancel_invite(invite_id: int):
     return redirect(url_for(".members"))
 
 
-@bp.post("/members/<int:member_id>/role")
+@bp.post("/members/<id:member_id>/role")
 @login_required
 @role_required("admin")
 def change_role(member_id: int):
@@ -179,7 +179,7 @@ def change_role(member_id: int):
     return redirect(url_for(".members"))
 
 
-@bp.get("/members/<int:member_id>/remove")
+@bp.get("/members/<id:member_id>/remove")
 @login_required
 @role_required("admin")
 def confirm_remove(member_id: int):
@@ -199,7 +199,7 @@ def _remove_page(actor: Actor, member: Membership, error: str | None = None, sta
     ), status
 
 
-@bp.post("/members/<int:member_id>/remove")
+@bp.post("/members/<id:member_id>/remove")
 @login_required
 @role_required("admin")
 def remove(member_id: int):

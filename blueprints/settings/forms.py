@@ -1,10 +1,10 @@
 """Forms of Settings: invite a member, change a role, the key policy."""
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, IntegerField, SelectField, StringField, URLField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
+from blueprints.forms import Form
 from models import ROLES
 from services.policy import MAX_LIFETIME_DAYS, MAX_LIVE_TOKENS
 
@@ -20,7 +20,7 @@ def role_choices(roles) -> list[SelectChoice]:
     return [SelectChoice(role, ROLE_LABELS[role]) for role in roles]
 
 
-class InviteForm(FlaskForm):
+class InviteForm(Form):
     email = EmailField(
         "Email",
         validators=[
@@ -32,11 +32,11 @@ class InviteForm(FlaskForm):
     role = SelectField("Role", choices=role_choices(ROLES), default="member")
 
 
-class RoleForm(FlaskForm):
+class RoleForm(Form):
     role = SelectField("Role", choices=role_choices(ROLES))
 
 
-class PolicyForm(FlaskForm):
+class PolicyForm(Form):
     max_live_tokens = IntegerField(
         "Maximum live tokens",
         validators=[

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import (
     DateField,
     HiddenField,
@@ -15,6 +14,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from blueprints.forms import Form
 from models import SCOPES, Organization
 from services import tokens
 
@@ -55,7 +55,7 @@ class CheckboxesField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-class CreateTokenForm(FlaskForm):
+class CreateTokenForm(Form):
     # Choices are not checked here: the service checks them and names the field that is wrong.
     name = StringField(
         "Name",
@@ -97,12 +97,12 @@ class CreateTokenForm(FlaskForm):
         )
 
 
-class RenameForm(FlaskForm):
+class RenameForm(Form):
     name = StringField("New name", render_kw={"maxlength": tokens.NAME_MAX, "required": True})
     environment = HiddenField()
 
 
-class RotateForm(FlaskForm):
+class RotateForm(Form):
     grace_period_seconds = SelectField(
         "Old secret keeps working for",
         choices=_choices(GRACE_CHOICES),
@@ -112,7 +112,7 @@ class RotateForm(FlaskForm):
     environment = HiddenField()
 
 
-class AllowlistForm(FlaskForm):
+class AllowlistForm(Form):
     allowed_ips = TextAreaField(
         "Allowed IPs",
         description=ALLOWLIST_HINT + " At most 50.",
