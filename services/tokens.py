@@ -866,8 +866,10 @@ def revoke_token(
         return token
     token.revoked_at = now
     token.revoked_reason = reason
-    token.previous_secret_hash = None
-    token.previous_secret_expires_at = None
+    # Revoking ends a rotation's grace at once; the previous secret's hash stays so that a
+    # request with it is told token_revoked, like one with the current secret.
+    if token.previous_secret_expires_at is not None and token.previous_secret_expires_at > now:
+        token.previous_secret_expires_at = now
     _touch(token, now)
     _record(actor, "token.revoked", token, {"reason": reason})
     db.session.flush()
@@ -922,9 +924,11 @@ def verify(secret: str, *, now: datetime | None = None) -> VerifiedToken:
         raise AuthFailed("invalid_token", _INVALID)
     keys = _keys()
     current = token_secrets.matches(secret, token.secret_hash, keys)
+    grace_end = token.previous_secret_expires_at
     previous = (
-        token.previous_secret_expires_at is not None
-        and token.previous_secret_expires_at > now
+        grace_end is not None
+        # Still in its grace, or it was when the token was revoked (then: token_revoked).
+        and (grace_end > now or (token.revoked_at is not None and grace_end >= token.revoked_at))
         and token_secrets.matches(secret, token.previous_secret_hash, keys)
     )
     if not (current or previous):

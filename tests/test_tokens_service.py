@@ -291,10 +291,27 @@ def test_suspending_twice_records_once_and_revoking_twice_changes_nothing(db, or
     assert [e.action for e in events(db, token)].count("token.revoked") == 1
 
 
-def test_revoke_clears_a_grace_secret(db, org, owner):
+def test_revoke_ends_a_grace_and_its_secret_is_told_token_revoked(db, org, owner):
     token, old = create(org, owner)
-    tokens.rotate_token(token, owner, grace_seconds=3600)
+    new = tokens.rotate_token(token, owner, grace_seconds=3600)
     tokens.revoke_token(token, owner)
+    db.session.commit()
+    for secret in (old, new):
+        with pytest.raises(AuthFailed) as info:
+            tokens.verify(secret)
+        assert info.value.code == "token_revoked"
+    # An hour later, when the grace would have ended, it is still refused as revoked.
+    with pytest.raises(AuthFailed) as info:
+        tokens.verify(old, now=utcnow() + timedelta(hours=2))
+    assert info.value.code == "token_revoked"
+
+
+def test_a_secret_whose_grace_ended_before_the_revocation_stays_invalid(db, org, owner):
+    token, old = create(org, owner)
+    start = utcnow() - timedelta(hours=2)
+    tokens.rotate_token(token, owner, grace_seconds=3600, now=start)
+    tokens.revoke_token(token, owner)
+    db.session.commit()
     with pytest.raises(AuthFailed) as info:
         tokens.verify(old)
     assert info.value.code == "invalid_token"
