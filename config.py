@@ -50,7 +50,7 @@ class Config:
         )
         # Old keys still accepted for verification while tokens are rotated (docs/security.md).
         self.TOKEN_HMAC_OLD_KEYS = [
-            k for k in env.get("TOKEN_HMAC_OLD_KEYS", "").split(",") if k.strip()
+            k.strip() for k in env.get("TOKEN_HMAC_OLD_KEYS", "").split(",") if k.strip()
         ]
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
@@ -58,6 +58,8 @@ class Config:
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
         self.RATELIMIT_KEY_PREFIX = env.get("RATELIMIT_KEY_PREFIX", "keysmith")
         self.RATELIMIT_HEADERS_ENABLED = True
+        # Redis unreachable: each worker counts in its own memory until it answers again.
+        self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
         self.RATE_LIMIT_DEFAULT = env.get("RATE_LIMIT_DEFAULT") or DEFAULT_RATE_LIMIT
         self.BCRYPT_LOG_ROUNDS = int(env.get("BCRYPT_LOG_ROUNDS", "12"))
         self.LOGIN_THROTTLE = env.get("LOGIN_THROTTLE", "10 per 15 minutes")

@@ -1,8 +1,11 @@
 """Extensions created bare here and bound to the app in create_app()."""
 
 import contextlib
+import logging
 import os
 import sqlite3
+import threading
+import time
 
 import sqlalchemy as sa
 from flask_limiter import Limiter
@@ -11,6 +14,10 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from limits import RateLimitItem
+from limits.storage import MemoryStorage
+from limits.strategies import RateLimiter
+from limits.util import WindowStats
 
 from models.base import Base
 
@@ -31,6 +38,56 @@ def limit_key(*parts: str) -> list[str]:
     # The prefix Flask-Limiter put on its own keys (fixed at its first init_app).
     prefix = getattr(limiter, "_key_prefix", None) or current_app.config.get("RATELIMIT_KEY_PREFIX")
     return [prefix, *parts] if prefix else list(parts)
+
+
+class CountedLimits:
+    """hit / test / window stats of the limits we count by hand (the sign-in throttle, the
+    API's unrouted answers, the ip_denied audit bound), on the limiter's storage.
+
+    While that storage (Redis) is unreachable they count in this worker's memory, as
+    Flask-Limiter's own in-memory fallback does, and try the storage again every few
+    seconds: an outage of Redis loosens limits to one worker's view, never a 500.
+    """
+
+    RETRY_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._memory: RateLimiter | None = None
+        self._failed: object | None = None  # the storage that failed (a new app has another)
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        return self._call("hit", item, *identifiers)
+
+    def test(self, item: RateLimitItem, *identifiers: str) -> bool:
+        return self._call("test", item, *identifiers)
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        return self._call("get_window_stats", item, *identifiers)
+
+    def _call(self, name: str, *args):
+        primary = limiter.limiter
+        if isinstance(primary.storage, MemoryStorage):
+            return getattr(primary, name)(*args)
+        if primary.storage is not self._failed or time.monotonic() >= self._retry_at:
+            try:
+                return getattr(primary, name)(*args)
+            except Exception:  # the storage's own errors vary with its client library
+                logging.getLogger(__name__).warning(
+                    "Rate limit storage unreachable: counting in this worker's memory"
+                )
+                self._failed, self._retry_at = (
+                    primary.storage,
+                    time.monotonic() + self.RETRY_SECONDS,
+                )
+        with self._lock:
+            if self._memory is None:
+                self._memory = type(primary)(MemoryStorage())
+        return getattr(self._memory, name)(*args)
+
+
+counted_limits = CountedLimits()
 
 
 def configure_sqlite(app) -> None:

@@ -12,7 +12,7 @@ import time
 from flask import current_app
 from limits import parse
 
-from extensions import limit_key, limiter
+from extensions import counted_limits, limit_key
 
 NAMESPACE = "signin-failures"
 
@@ -33,8 +33,8 @@ def retry_after(email: str, ip: str | None) -> int | None:
     limit = _limit()
     waits = []
     for key in _keys(email, ip):
-        if not limiter.limiter.test(limit, *key):
-            stats = limiter.limiter.get_window_stats(limit, *key)
+        if not counted_limits.test(limit, *key):
+            stats = counted_limits.get_window_stats(limit, *key)
             waits.append(max(1, math.ceil(stats.reset_time - time.time())))
     return max(waits) if waits else None
 
@@ -42,4 +42,4 @@ def retry_after(email: str, ip: str | None) -> int | None:
 def record_failure(email: str, ip: str | None) -> None:
     limit = _limit()
     for key in _keys(email, ip):
-        limiter.limiter.hit(limit, *key)
+        counted_limits.hit(limit, *key)

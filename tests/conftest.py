@@ -84,7 +84,10 @@ def app(backend, database_urls, app_config, tmp_path) -> Iterator[Flask]:
         _db.session.remove()
         _wipe(_db.engine)
         _db.engine.dispose()
-    limiter.reset()
+    # Only the in-process storage: on Redis, reset() would delete every deployment's and every
+    # parallel test's limits (limit_storage deletes this test's own prefix instead).
+    if app.config["RATELIMIT_STORAGE_URI"].startswith("memory"):
+        limiter.reset()
 
 
 def _wipe(engine: sa.Engine) -> None:
@@ -229,6 +232,8 @@ def limit_storage(request) -> Iterator[dict]:
     url = os.environ["TEST_REDIS_URL"]
     yield {"RATELIMIT_STORAGE_URI": url, "REDIS_URL": url, "RATELIMIT_KEY_PREFIX": prefix}
     client = redis.Redis.from_url(url)
-    for key in client.scan_iter(f"*{prefix}*"):
-        client.delete(key)
+    # Flask-Limiter keeps the prefix of the first app it was bound to in this process.
+    for used in {prefix, limiter._key_prefix} - {None, ""}:
+        for key in client.scan_iter(f"*{used}*"):
+            client.delete(key)
     client.close()

@@ -18,7 +18,7 @@ from functools import lru_cache
 from flask import current_app, g, request
 from limits import parse, parse_many
 
-from extensions import db, limit_key, limiter
+from extensions import counted_limits, db, limit_key
 from services import audit, network, usage
 from services import tokens as token_service
 from services.actor import Actor
@@ -81,7 +81,7 @@ def _audit_ip_denied(actor: Actor, token: VerifiedToken) -> None:
     """Audit a refused address, at most once a minute per token and address."""
     args = limit_key("token-ip-denied", token.id, actor.ip or "unknown")
     try:
-        first_this_minute = limiter.limiter.hit(IP_DENIED_AUDIT_LIMIT, *args)
+        first_this_minute = counted_limits.hit(IP_DENIED_AUDIT_LIMIT, *args)
     except Exception:  # the refusal stands; only its audit event is skipped
         current_app.logger.warning("Could not bound the ip_denied audit", exc_info=True)
         return

@@ -17,7 +17,7 @@ from limits import parse_many
 from blueprints.api import bp
 from blueprints.api.auth import UNAUTHENTICATED_RATE_LIMIT, rate_limit_key, rate_limit_value
 from blueprints.api.errors import api_error
-from extensions import limit_key, limiter
+from extensions import counted_limits, limit_key, limiter
 
 SCOPE = "api"  # the scope of the blueprint's shared limit
 
@@ -54,8 +54,8 @@ def _limit_unrouted(response: Response) -> Response:  # and unlimited answers
     args = limit_key(key, SCOPE)
     shown = None
     for item in sorted(parse_many(value)):
-        allowed = limiter.limiter.hit(item, *args)
-        reset, remaining = limiter.limiter.get_window_stats(item, *args)
+        allowed = counted_limits.hit(item, *args)
+        reset, remaining = counted_limits.get_window_stats(item, *args)
         if not allowed:
             retry = max(1, int(reset - time.time()))
             response = api_error(

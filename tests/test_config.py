@@ -1,0 +1,18 @@
+"""Settings from the environment (SPEC §7)."""
+
+from config import Config
+
+
+def test_old_hmac_keys_ignore_spaces_around_commas(tmp_path):
+    config = Config(str(tmp_path), environ={"SECRET_KEY": "s", "TOKEN_HMAC_OLD_KEYS": " a , b,"})
+    assert config.TOKEN_HMAC_OLD_KEYS == ["a", "b"]
+
+
+def test_the_token_key_is_derived_from_the_secret_key_unless_set(tmp_path):
+    derived = Config(str(tmp_path), environ={"SECRET_KEY": "s"}).TOKEN_HMAC_KEY
+    assert derived == Config(str(tmp_path), environ={"SECRET_KEY": "s"}).TOKEN_HMAC_KEY
+    assert derived != Config(str(tmp_path), environ={"SECRET_KEY": "t"}).TOKEN_HMAC_KEY
+    assert (
+        Config(str(tmp_path), environ={"SECRET_KEY": "s", "TOKEN_HMAC_KEY": "k"}).TOKEN_HMAC_KEY
+        == "k"
+    )
