@@ -189,6 +189,7 @@ def expiring() -> None:
     notices = hygiene.notify_expiring()
     db.session.commit()
     delivered = notices.deliver()
+    db.session.commit()
     click.echo(
         f"{notices.tokens} token(s) expiring within 7 days newly noted; "
         f"{delivered} of {len(notices.webhooks)} webhook notice(s) delivered."

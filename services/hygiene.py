@@ -116,16 +116,31 @@ def post_webhook(organization: Organization, payload: dict) -> bool:
 @dataclass
 class ExpiryNotices:
     tokens: int = 0
-    webhooks: list[tuple[Organization, dict]] = field(default_factory=list)
+    # (organization, payload, ids of the tokens the payload names)
+    webhooks: list[tuple[Organization, dict, list[str]]] = field(default_factory=list)
 
-    def deliver(self) -> int:
-        """Post the webhook notices (after the caller committed); returns how many arrived."""
-        return sum(post_webhook(org, payload) for org, payload in self.webhooks)
+    def deliver(self, now: datetime | None = None) -> int:
+        """Post the webhook notices (after the caller committed the audit events) and mark
+        the tokens of each notice that arrived; the caller commits again. A notice that
+        did not arrive stays pending for the next run. Returns how many arrived."""
+        now = now or utcnow()
+        delivered = 0
+        for organization, payload, token_ids in self.webhooks:
+            if post_webhook(organization, payload):
+                delivered += 1
+                db.session.execute(
+                    sa.update(ApiToken)
+                    .where(ApiToken.id.in_(token_ids))
+                    .values(expiry_webhook_sent_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return delivered
 
 
 def notify_expiring(now: datetime | None = None) -> ExpiryNotices:
     """Write one `token.expiring` event per token expiring within 7 days (once per token),
-    and prepare one notice per organization with a webhook, to `deliver()` after commit."""
+    and prepare one webhook notice per organization with a webhook, naming its newly noted
+    tokens and those whose notice did not arrive before; `deliver()` them after commit."""
     now = now or utcnow()
     due = db.session.scalars(
         sa.select(ApiToken)
@@ -134,42 +149,51 @@ def notify_expiring(now: datetime | None = None) -> ExpiryNotices:
         .with_for_update(skip_locked=True)
     ).all()
     notices = ExpiryNotices(tokens=len(due))
-    by_org: dict[int, list[ApiToken]] = defaultdict(list)
     for token in due:
+        token.expiry_notified_at = now
+        audit.record(
+            system_actor(token.organization, "expiry check"),
+            "token.expiring",
+            environment=token.environment,
+            target_type="token",
+            target_id=token.id,
+            target_label=token.name,
+            details={"expires_at": _iso(token.expires_at)},
+        )
+    db.session.flush()
+    pending = db.session.scalars(
+        sa.select(ApiToken)
+        .join(Organization, Organization.id == ApiToken.organization_id)
+        .where(
+            expiring_filter(now),
+            ApiToken.expiry_notified_at.is_not(None),
+            ApiToken.expiry_webhook_sent_at.is_(None),
+            Organization.webhook_url.is_not(None),
+        )
+        .order_by(ApiToken.organization_id, ApiToken.expires_at)
+    ).all()
+    by_org: dict[int, list[ApiToken]] = defaultdict(list)
+    for token in pending:
         by_org[token.organization_id].append(token)
-    for org_id, org_tokens in by_org.items():
-        organization = db.session.get(Organization, org_id)
-        actor = system_actor(organization, "expiry check")
-        for token in org_tokens:
-            token.expiry_notified_at = now
-            audit.record(
-                actor,
-                "token.expiring",
-                environment=token.environment,
-                target_type="token",
-                target_id=token.id,
-                target_label=token.name,
-                details={"expires_at": token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            )
-        db.session.flush()
-        if organization.webhook_url:
-            notices.webhooks.append(
-                (
-                    organization,
-                    {
-                        "type": "token.expiring",
-                        "organization": {"id": organization.id, "name": organization.name},
-                        "tokens": [
-                            {
-                                "id": t.id,
-                                "name": t.name,
-                                "environment": t.environment,
-                                "prefix": t.prefix,
-                                "expires_at": t.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            }
-                            for t in org_tokens
-                        ],
-                    },
-                )
-            )
+    for org_tokens in by_org.values():
+        organization = org_tokens[0].organization
+        payload = {
+            "type": "token.expiring",
+            "organization": {"id": organization.id, "name": organization.name},
+            "tokens": [
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "environment": t.environment,
+                    "prefix": t.prefix,
+                    "expires_at": _iso(t.expires_at),
+                }
+                for t in org_tokens
+            ],
+        }
+        notices.webhooks.append((organization, payload, [t.id for t in org_tokens]))
     return notices
+
+
+def _iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

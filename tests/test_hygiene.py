@@ -48,6 +48,7 @@ def test_expiring_tokens_are_noted_once_and_posted_signed(
     db.session.commit()
     assert notices.tokens == 1
     assert notices.deliver() == 1
+    db.session.commit()
 
     events = db.session.scalars(
         sa.select(AuditEvent).where(AuditEvent.action == "token.expiring")
@@ -70,12 +71,30 @@ def test_expiring_tokens_are_noted_once_and_posted_signed(
     assert again.tokens == 0 and again.webhooks == []
 
 
-def test_webhook_failure_is_reported_not_raised(db, make_org, make_token):
+def test_a_notice_that_did_not_arrive_is_sent_again_by_the_next_run(
+    db, make_org, make_token, webhook_receiver
+):
+    url, received = webhook_receiver
     org = make_org(webhook_url="http://127.0.0.1:9/nothing-listens")
-    make_token(org, expires_in_days=1)
+    soon, _ = make_token(org, name="soon", expires_in_days=1)
     notices = hygiene.notify_expiring()
     db.session.commit()
-    assert notices.tokens == 1 and notices.deliver() == 0
+    assert notices.tokens == 1 and notices.deliver() == 0  # reported, not raised
+    db.session.commit()
+
+    org.webhook_url = url  # the receiver is back
+    db.session.commit()
+    retry = hygiene.notify_expiring()
+    db.session.commit()
+    assert retry.tokens == 0  # audited once only
+    assert retry.deliver() == 1
+    db.session.commit()
+    assert [t["id"] for t in json.loads(received[0][1])["tokens"]] == [soon.id]
+    events = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "token.expiring"))
+    assert len(events.all()) == 1
+
+    # Delivered: the run after that sends nothing.
+    assert hygiene.notify_expiring().webhooks == []
 
 
 def test_unused_and_expiring_predicates(db, make_org, make_token):
