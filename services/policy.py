@@ -66,6 +66,12 @@ def normalize_rate_limit(value: object) -> str:
         parsed = parse_many(text)
     except ValueError:
         parsed = []
+    if parsed and any(item.amount < 1 for item in parsed):
+        raise ValidationFailed(
+            details={
+                "rate_limit": "Each limit must allow at least 1 request: 0 would stop every token."
+            }
+        )
     if not parsed:
         raise ValidationFailed(
             details={

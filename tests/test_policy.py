@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 
@@ -59,7 +61,10 @@ def test_members_and_viewers_see_it_read_only_and_a_forged_post_is_403(client, d
     [
         ("max_live_tokens", "0", "from 1 to 100,000"),
         ("max_live_tokens", "100001", "from 1 to 100,000"),
-        ("max_live_tokens", "ten", "Not a valid integer"),
+        ("max_live_tokens", "ten", "from 1 to 100,000"),
+        ("max_lifetime_days", "1.5", "from 1 to 3,650"),
+        ("rate_limit", "0/minute", "at least 1 request"),
+        ("rate_limit", "100/second;0/day", "at least 1 request"),
         ("max_lifetime_days", "3651", "from 1 to 3,650"),
         ("rate_limit", "lots/minute", "Use the form"),
         ("rate_limit", "", "required"),
@@ -80,6 +85,21 @@ def test_bad_policy_input_is_shown_inline_and_changes_nothing(
         db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "policy.updated"))
         is None
     )
+
+
+def test_every_wrong_policy_field_is_named_at_once_each_error_once(client, db, acme):
+    client.sign_in("olive@example.com")
+    bad = {
+        "max_live_tokens": "0",
+        "max_lifetime_days": "1.5",
+        "rate_limit": "lots/ever",
+        "webhook_url": "ftp://x",
+    }
+    html = client.form("/settings/policy", bad, page="/settings/policy").get_data(as_text=True)
+    for field in bad:
+        assert re.search(rf'class="field has-error">\s*<label for="{field}"', html), field
+    assert html.count('class="error"') == len(bad)
+    assert 'value="lots/ever"' in html and 'value="ftp://x"' in html
 
 
 def test_unchanged_policy_records_nothing(client, db, acme):

@@ -256,9 +256,7 @@ def policy():
             else:
                 db.session.commit()
                 flash(
-                    "Key policy saved. New tokens follow it from now on."
-                    if changes
-                    else "Nothing changed.",
+                    "Key policy saved." if changes else "Nothing changed.",
                     "success" if changes else "info",
                 )
                 return redirect(url_for(".policy"))

@@ -1,12 +1,11 @@
 """Forms of Settings: invite a member, change a role, the key policy."""
 
-from wtforms import BooleanField, EmailField, IntegerField, SelectField, StringField, URLField
+from wtforms import BooleanField, EmailField, SelectField, StringField, URLField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, Email, Length
 
 from blueprints.forms import Form
 from models import ROLES
-from services.policy import MAX_LIFETIME_DAYS, MAX_LIVE_TOKENS
 
 ROLE_LABELS = {
     "owner": "Owner",
@@ -37,30 +36,24 @@ class RoleForm(Form):
 
 
 class PolicyForm(Form):
-    max_live_tokens = IntegerField(
+    # Checked by the policy service, which names every wrong field at once.
+    max_live_tokens = StringField(
         "Maximum live tokens",
-        validators=[
-            InputRequired("Enter a number."),
-            NumberRange(*MAX_LIVE_TOKENS, message="Enter a whole number from 1 to 100,000."),
-        ],
+        render_kw={"inputmode": "numeric"},
         description="Across both environments. Creating one more is refused.",
     )
-    max_lifetime_days = IntegerField(
+    max_lifetime_days = StringField(
         "Maximum lifetime (days)",
-        validators=[
-            InputRequired("Enter a number."),
-            NumberRange(*MAX_LIFETIME_DAYS, message="Enter a whole number from 1 to 3,650."),
-        ],
+        render_kw={"inputmode": "numeric"},
         description="The longest expiry a new token may have.",
     )
     allow_never_expires = BooleanField("Allow tokens that never expire")
     rate_limit = StringField(
         "Default rate limit",
-        validators=[DataRequired("A default rate limit is required."), Length(max=200)],
-        description="Per token, e.g. 1000/minute;100/second. Tokens may override it.",
+        description="Per token, e.g. 1000/minute;100/second. It applies at once to every "
+        "token without a limit of its own.",
     )
     webhook_url = URLField(
         "Webhook URL (optional)",
-        validators=[Optional(), Length(max=500)],
         description="Where Keysmith posts token events. http:// or https://.",
     )
