@@ -148,3 +148,32 @@ def test_an_accepted_invite_cannot_be_claimed_again(db, invited, make_user):
         )
         == 1
     )
+
+
+def test_a_double_clicked_join_makes_one_account_and_never_a_500(app, db, invited):
+    """Simultaneous posts of the same new-person link: one account, one membership."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, url = invited
+
+    def join(_: int) -> int:
+        client = app.test_client()
+        html = client.get(url).get_data(as_text=True)
+        token = html.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+        form = {"name": "Grace", "password": PASSWORD, "csrf_token": token}
+        return client.post(url, data=form).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(join, range(4)))
+    assert statuses.count(302) == 1
+    # The others see "sign in to accept" (the account exists now) or "already used".
+    assert all(status in (200, 400, 410) for status in statuses if status != 302), statuses
+    db.session.expire_all()
+    grace = db.session.scalars(sa.select(User).where(User.email == "grace@example.com")).all()
+    assert len(grace) == 1
+    assert (
+        len(
+            db.session.scalars(sa.select(Membership).where(Membership.user_id == grace[0].id)).all()
+        )
+        == 1
+    )
