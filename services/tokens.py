@@ -154,6 +154,12 @@ def with_status(query: sa.Select, status: str, now: datetime) -> sa.Select:
     return live.where(not_expired, ApiToken.active.is_(True))
 
 
+def live_count_of(organization: Organization, environment: str) -> int:
+    """How many of the environment's tokens are not revoked (the token page's count)."""
+    query = tokens_of(organization, environment).where(ApiToken.revoked_at.is_(None))
+    return count_of(query)
+
+
 def live_token_count(organization: Organization, now: datetime) -> int:
     return (
         db.session.scalar(
@@ -645,9 +651,11 @@ def create_token(
 
     _lock_organization(organization)
     if live_token_count(organization, now) >= organization.max_live_tokens:
+        limit = organization.max_live_tokens
         raise TokenLimitReached(
-            f"This organization has reached its limit of {organization.max_live_tokens} "
-            "live tokens. Revoke one or raise the limit in the key policy."
+            f"This organization has reached its limit of {limit:,} live "
+            f"{'token' if limit == 1 else 'tokens'}. Revoke one or raise the limit in the key "
+            "policy."
         )
     if _name_taken(organization, environment, name, exclude=None):
         raise DuplicateName()

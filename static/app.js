@@ -55,4 +55,15 @@ document.addEventListener("htmx:responseError", (event) => {
   notice.scrollIntoView({ block: "nearest" });
 });
 
+// After create or rotate, bring the one-time secret into view (on a phone it is far above).
+// After a revoke, close the panel if it shows that token's secret: it can never work now.
+document.addEventListener("htmx:load", (event) => {
+  const elt = event.detail.elt;
+  const panel = elt.querySelector && elt.querySelector("#secret-panel.secret-panel");
+  if (panel) panel.scrollIntoView({ block: "start" });
+  const revoked = elt.matches && elt.matches("tr.status-revoked") ? elt.id.replace("token-", "") : null;
+  const stale = revoked && document.querySelector(`#secret-panel[data-token-id="${revoked}"]`);
+  if (stale) stale.replaceChildren();
+});
+
 document.documentElement.classList.remove("no-js");

@@ -246,7 +246,7 @@ def test_token_limit_reached_shows_inline(signed_in, org, make_token, db):
     make_token(org)
     response = signed_in.form(PAGE, create_form(), page=PAGE)
     assert response.status_code == 400
-    assert "limit of 1 live tokens" in response.get_data(as_text=True)
+    assert "limit of 1 live token." in response.get_data(as_text=True)
     assert len(live_tokens(db)) == 1
 
 
@@ -317,6 +317,17 @@ def test_rotate_answers_with_the_new_secret_and_grace(signed_in, token, db, htmx
         assert "<html" not in html
     db.session.expire_all()
     assert db.session.get(ApiToken, token.id).previous_secret_expires_at is not None
+
+
+def test_htmx_revoke_swaps_the_row_and_the_live_count_out_of_band(
+    signed_in, org, token, make_token
+):
+    make_token(org, name="other")
+    response = action(signed_in, token.id, "revoke", headers=HX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" not in html
+    assert f'id="token-{token.id}" class="token-row status-revoked"' in html
+    assert '<p id="live-count" class="muted" hx-swap-oob="true">1 live token in sandbox</p>' in html
 
 
 def test_rotate_refuses_an_unknown_grace(signed_in, token):

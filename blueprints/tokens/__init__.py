@@ -35,6 +35,11 @@ ROLE_TITLES = {
     "writer": ("Writer", "Reads everything and creates or changes tokens."),
     "viewer": ("Viewer", "Read only."),
 }
+# Why a token was revoked, where it was not simply by hand.
+REVOKED_REASONS = {
+    "leaked": "reported as leaked",
+    "member_removed": "its creator was removed from the organization",
+}
 STATUS_LABELS = {
     "active": "Active",
     "inactive": "Suspended",
@@ -58,6 +63,7 @@ def token_page_labels() -> dict:
         "status_labels": STATUS_LABELS,
         "type_labels": dict(TYPE_CHOICES),
         "grace_choices": GRACE_CHOICES,
+        "revoked_reasons": REVOKED_REASONS,
     }
 
 
@@ -312,7 +318,15 @@ def _act(
         return _row_or_page(token, status=400, row_error=row_error)
     db.session.commit()
     secret = result if isinstance(result, str) else None
-    return _row_or_page(token, secret=secret, notice=NOTICES[action].format(name=token.name))
+    response = _row_or_page(token, secret=secret, notice=NOTICES[action].format(name=token.name))
+    if action == "revoke" and is_htmx():  # the row stays in place; the count moves beside it
+        html, status = response
+        count = tokens.live_count_of(organization, token.environment)
+        html += render_template(
+            "tokens/_live_count.html", live_count=count, environment=token.environment, oob=True
+        )
+        return html, status
+    return response
 
 
 # ---------------------------------------------------------------- rendering

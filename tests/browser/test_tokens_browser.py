@@ -53,6 +53,7 @@ def test_token_life_with_htmx(page, shot, environment):
     page.get_by_role("link", name="+ Add").click()
     form = page.locator("#add-form")
     expect(form).to_be_visible()
+    expect(page.get_by_text(f"No {environment} tokens yet")).to_be_hidden()  # the form replaces it
     shot(page, "add-form")
 
     # A server-side error swaps in (a 400) and keeps what was typed.
@@ -69,6 +70,7 @@ def test_token_life_with_htmx(page, shot, environment):
     page.locator("#add-form").get_by_role("button", name="Create token").click()
     panel = page.locator("#secret-panel")
     expect(panel).to_contain_text("cannot be shown again")
+    expect(panel).to_be_in_viewport()
     secret = page.locator("#new-secret").inner_text().strip()
     assert TOKEN_PATTERN.fullmatch(secret) and secret.startswith(f"ks_{TAGS[environment]}_")
     expect(row_of(page, "Deploy bot")).to_contain_text("Writer")
@@ -119,6 +121,9 @@ def test_token_life_with_htmx(page, shot, environment):
     revoked = row_of(page, "Deploy bot 2")
     expect(revoked.get_by_text("Revoked", exact=True)).to_be_visible()
     expect(revoked.get_by_label("Actions for Deploy bot 2")).to_have_count(0)
+    # The rotated secret still on screen belonged to it: its panel closes, the count follows.
+    expect(page.locator("#new-secret")).to_have_count(0)
+    expect(page.locator("#live-count")).to_have_text(f"0 live tokens in {environment}")
     assert page.evaluate("window.stillThisPage") is True
     shot(page, "revoked")
 
