@@ -22,3 +22,8 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+# A header as large as 64 KiB reaches Keysmith, so an enormous token in Authorization,
+# X-API-Key or Basic gets the API's JSON 401 rather than gunicorn's own 431 page. (The
+# request line keeps gunicorn's maximum, 8,190 bytes; docs/api.md says what lies beyond.)
+limit_request_field_size = 64 * 1024

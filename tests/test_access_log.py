@@ -44,3 +44,37 @@ def test_the_access_log_redacts_secrets_in_paths_and_queries(tmp_path):
     text = log.read_text()
     assert "/api/v1/whoami" in text and "ks_[REDACTED]" in text
     assert secret not in text and secret[:30] not in text
+
+
+def test_an_enormous_token_in_each_header_gets_the_json_401_from_gunicorn(tmp_path):
+    """gunicorn.conf.py lets a 60 KB header through, so Keysmith answers it (SPEC §4)."""
+    import base64
+    import json
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ks.db'}",
+        "SECRET_KEY": "big-header-test",
+    }
+    env.pop("REDIS_URL", None)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    huge = "ks_sbx_" + "A" * 45_000  # base64 makes the Basic header 60 KB
+    basic = "Basic " + base64.b64encode(f"x:{huge}".encode()).decode()
+    with gunicorn(env, "-w", "1", log_path=tmp_path / "server.log") as base:
+        for header in (
+            {"Authorization": f"Bearer {huge}"},
+            {"X-API-Key": huge},
+            {"Authorization": basic},
+        ):
+            request = urllib.request.Request(f"{base}/api/v1/whoami", headers=header)
+            try:
+                urllib.request.urlopen(request, timeout=5)  # noqa: S310 - our own local server
+            except urllib.error.HTTPError as error:
+                body = json.loads(error.read())
+                assert error.code == 401, header.keys()
+                assert body["error"]["code"] == "invalid_token"
+            else:
+                raise AssertionError("an enormous token was accepted")
