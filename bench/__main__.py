@@ -45,6 +45,26 @@ HMAC_KEY = "bench-token-hmac-key"
 PASSWORD = "correct horse battery"
 NO_LIMIT = "10000000/minute;1000000/second"
 MISSING = "n/a (endpoint missing)"
+# What config.Config reads, what the suite reads, and gunicorn's own: inherited, any of them
+# would change what is measured (REDIS_URL turns the SQLite server into SQLite + Redis).
+OUR_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "TEST_DATABASE_URL",
+    "TEST_REDIS_URL",
+    "SECRET_KEY",
+    "TOKEN_HMAC_KEY",
+    "TOKEN_HMAC_OLD_KEYS",
+    "BCRYPT_LOG_ROUNDS",
+    "RATE_LIMIT_DEFAULT",
+    "RATELIMIT_KEY_PREFIX",
+    "LOGIN_THROTTLE",
+    "SESSION_COOKIE_SECURE",
+    "PROXY_COUNT",
+    "TOKEN_CACHE_SECONDS",
+    "GUNICORN_CMD_ARGS",
+    "WEB_CONCURRENCY",
+)
 
 
 def settings(url: str, **extra) -> dict:
@@ -161,7 +181,7 @@ def gunicorn(env: dict, workers: int, threads: int = 8):
             "app:create_app()",
         ],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, **env},  # main() took our variables out of os.environ
     )
     try:
         deadline = time.monotonic() + 30
@@ -386,9 +406,7 @@ def bench_statements(workdir: Path) -> None:
             report(label, f"{many} / {five}", "equal", many == five)
 
 
-def bench_scaled_out() -> None:
-    database = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+def bench_scaled_out(database: str | None, redis_url: str | None) -> None:
     label = "whoami requests/s (PostgreSQL + Redis, 2 workers)"
     if not (database and database.startswith("postgres") and redis_url):
         report(label, "n/a (no PostgreSQL/Redis)", "record", None)
@@ -442,13 +460,19 @@ def bench_scaled_out() -> None:
 
 def main() -> int:
     started = time.monotonic()
+    database = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+    # Every app the bench builds, here or in gunicorn, gets only the settings it is given:
+    # the SQLite figures are the embedded default, whatever the shell exported.
+    for name in OUR_VARIABLES:
+        os.environ.pop(name, None)
     print("Keysmith benchmarks (SPEC §8): figure, value, target", flush=True)
     with tempfile.TemporaryDirectory(prefix="keysmith-bench-") as tmp:
         workdir = Path(tmp)
         bench_latency_and_rps(workdir)
         bench_verification(workdir)
         bench_statements(workdir)
-        bench_scaled_out()
+        bench_scaled_out(database, redis_url)
     print(f"done in {time.monotonic() - started:.0f} s", flush=True)
     return 1 if any(row[3] == "MISSED" for row in rows) else 0
 
