@@ -374,6 +374,17 @@ def test_delete_by_name_revokes_the_live_token_or_404(client, db, org, caller, m
     assert error_code(response) == "not_found"
 
 
+@pytest.mark.parametrize("by", ["id", "name"])
+def test_a_204_carries_no_content_type_and_no_body(client, org, caller, make_token, by):
+    token, _ = make_token(org, name="no content")
+    path = f"/api_tokens/{token.id}" if by == "id" else "/api_tokens?name=no%20content"
+    response = client.delete(f"{API}{path}", headers=bearer(caller[1]))
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+    assert response.get_data() == b""
+    assert "X-RateLimit-Limit" in response.headers
+
+
 def test_delete_by_name_needs_a_name(client, caller):
     response = client.delete(f"{API}/api_tokens", headers=bearer(caller[1]))
     assert response.status_code == 400
