@@ -35,10 +35,10 @@ from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
     AuthFailed,
-    Conflict,
     DuplicateName,
     Forbidden,
     NotFound,
+    TokenIsRevoked,
     TokenLimitReached,
     ValidationFailed,
 )
@@ -747,7 +747,7 @@ def rotate_token(
             }
         )
     if token.is_revoked:
-        raise Conflict("A revoked token cannot be rotated.")
+        raise TokenIsRevoked("This token is revoked, for good: it cannot be rotated.")
     secret = token_secrets.new_secret(token.environment, token.id)
     if grace_seconds:
         token.previous_secret_hash = token.secret_hash
@@ -792,7 +792,7 @@ def update_token(
     now = now or utcnow()
     _require_manage(actor, token)
     if token.is_revoked:
-        raise Conflict("A revoked token cannot be changed.")
+        raise TokenIsRevoked("This token is revoked, for good: it cannot be changed.")
 
     checks: dict[str, Any] = {}
     if name is not UNSET:

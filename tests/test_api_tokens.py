@@ -329,15 +329,24 @@ def test_update_unknown_id_is_404(client, caller):
     assert error_code(response) == "not_found"
 
 
-def test_update_a_revoked_token_is_refused(client, db, org, caller, make_token):
+@pytest.mark.parametrize(
+    "method, suffix, body",
+    [("patch", "", {"name": "back"}), ("put", "", {"active": True}), ("post", "/rotate", None)],
+)
+def test_changing_or_rotating_a_revoked_token_says_it_is_revoked(
+    client, db, org, caller, make_token, method, suffix, body
+):
     token, _ = make_token(org)
     token_service.revoke_token(token, owner_actor(org))
     db.session.commit()
-    response = client.patch(
-        f"{API}/api_tokens/{token.id}", json={"name": "back"}, headers=bearer(caller[1])
+    response = getattr(client, method)(
+        f"{API}/api_tokens/{token.id}{suffix}", json=body, headers=bearer(caller[1])
     )
     assert response.status_code == 400
     assert error_code(response) == "validation_error"
+    error = response.get_json()["error"]
+    assert set(error["details"]) == {"token_id"}
+    assert "revoked" in error["message"] and "revoked" in error["details"]["token_id"]
 
 
 # ---------------------------------------------------------------- revoke
