@@ -369,7 +369,11 @@ def _check_choice(field: str, value: object, choices: Iterable[str]) -> str:
     return value  # type: ignore[return-value]
 
 
-def _check_expiry(organization: Organization, expires_at: datetime | None, now: datetime) -> None:
+def check_expiry(
+    organization: Organization, expires_at: datetime | None, now: datetime | None = None
+) -> None:
+    """ValidationFailed (on `expires_at`) unless the policy allows this expiry (None: never)."""
+    now = now or utcnow()
     if expires_at is None:
         if not organization.allow_never_expires:
             raise ValidationFailed(
@@ -410,13 +414,13 @@ def expiry_from_choice(
     of that day), or never (None). Checked against the policy; ValidationFailed otherwise."""
     now = now or utcnow()
     if expires_in_days == EXPIRY_NEVER:
-        _check_expiry(organization, None, now)
+        check_expiry(organization, None, now)
         return None
     if expires_in_days == EXPIRY_CUSTOM:
         if not isinstance(expires_at, date):
             raise ValidationFailed(details={"expires_at": "Pick the date the token expires."})
         moment = datetime.combine(expires_at, time(0, 0), tzinfo=UTC)
-        _check_expiry(organization, moment, now)
+        check_expiry(organization, moment, now)
         return moment
     days = int(expires_in_days) if str(expires_in_days).isdigit() else None
     if days not in EXPIRY_CHOICES_DAYS:
@@ -427,7 +431,7 @@ def expiry_from_choice(
         )
     moment = expiry_from_days(days, now)
     try:
-        _check_expiry(organization, moment, now)
+        check_expiry(organization, moment, now)
     except ValidationFailed as exc:
         raise ValidationFailed(details={"expires_in_days": exc.details["expires_at"]}) from exc
     return moment
@@ -635,7 +639,7 @@ def create_token(
         lambda: _check_choice("environment", environment, ENVIRONMENTS),
         lambda: normalize_role(role),
         lambda: _check_choice("type", type, TOKEN_TYPES),
-        lambda: _check_expiry(organization, expires_at, now),
+        lambda: check_expiry(organization, expires_at, now),
         lambda: parse_allowlist(allowed_ips),
     )
     (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
@@ -813,7 +817,7 @@ def update_token(
     _check_role_ceiling(actor, new_role)
     _check_scope_ceiling(actor, new_role, new_scopes or [])
     if expires_at is not UNSET:
-        _check_expiry(actor.organization, expires_at, now)
+        check_expiry(actor.organization, expires_at, now)
 
     changes: dict[str, Any] = {}
     new_name = values.get("name", token.name)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import jsonschema_rs
+import pytest
 import schemathesis
-from api_support import API
+from api_support import API, bearer
+
+from blueprints.api.schemas import NAME_PATTERN
+from services.tokens import NAME_MAX
 
 METHODS = {"get", "put", "patch", "post", "delete"}
+
+
+def _non_null(schema):
+    """An optional field's schema without its `null` branch."""
+    options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+    assert len(options) == 1, schema
+    return options[0]
 
 
 def _document(client):
@@ -107,3 +119,41 @@ def test_the_document_validates_against_the_openapi_3_1_meta_schema(client):
 
     errors = [error.message for error in OPENAPI_31_VALIDATOR.iter_errors(_document(client))]
     assert errors == []
+
+
+def test_a_tokens_name_is_documented_with_its_bounds_and_pattern(client):
+    schemas = _document(client)["components"]["schemas"]
+    for model in ("TokenCreate", "TokenUpdate"):
+        name = _non_null(schemas[model]["properties"]["name"])
+        assert (name["minLength"], name["maxLength"], name["pattern"]) == (
+            1,
+            NAME_MAX,
+            NAME_PATTERN,
+        ), model
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("", False),
+        ("   ", False),
+        ("x" * NAME_MAX, True),
+        ("x" * (NAME_MAX + 1), False),
+        ("a\x00b", False),
+        ("tab\there", False),
+        ("\x85", False),
+        (" ci deploy ", True),
+        ("Déploiement 🔑", True),
+    ],
+)
+def test_the_document_and_the_api_agree_on_what_a_name_is(
+    client, make_org, make_token, name, valid
+):
+    """Drift between the schema and the rule it documents fails here, not in a client."""
+    schema = _document(client)["components"]["schemas"]["TokenCreate"]
+    assert jsonschema_rs.Draft202012Validator(schema).is_valid({"name": name}) is valid
+    _, secret = make_token(make_org(), name="caller")
+    response = client.post(f"{API}/api_tokens", json={"name": name}, headers=bearer(secret))
+    assert response.status_code == (201 if valid else 400), response.get_data(as_text=True)
+    if not valid:
+        assert set(response.get_json()["error"]["details"]) == {"name"}

@@ -13,6 +13,7 @@ from services import tokens as token_service
 from services.actor import Actor
 from tests.conftest import owner_actor
 
+EXPIRY = ("expires_at", "expires_in_days")
 TOKEN_FIELDS = {
     "id", "name", "environment", "role", "scopes", "type", "active", "status", "prefix",
     "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by",
@@ -238,6 +239,53 @@ def test_create_names_every_bad_field(client, caller):
     assert set(details) == {"name", "role", "type", "expires_in_days", "scopes"}
 
 
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({"name": "", "role": "bad"}, {"name", "role"}),
+        ({"name": "   ", "role": "bad"}, {"name", "role"}),
+        ({"name": "x" * 101, "role": "bad"}, {"name", "role"}),
+        ({"name": "a\u202eb", "role": "bad"}, {"name", "role"}),  # an invisible bidi override
+        ({"name": "x", "role": "bad", "expires_in_days": 400}, {"role", "expires_in_days"}),
+        ({"name": "x", "role": "bad", "expires_at": None}, {"role", "expires_at"}),
+        ({"name": "", "expires_at": "2000-01-01T00:00:00Z"}, {"name", "expires_at"}),
+        ({"scopes": ["tokens:write"], "type": "weird", "name": "x"}, {"scopes", "type"}),
+        ({"name": "", "expires_at": "2000-01-01T00:00Z", "expires_in_days": 0}, {"name", *EXPIRY}),
+    ],
+    ids=[
+        "empty-name", "blank-name", "long-name", "invisible-name", "days-beyond-policy",
+        "never-not-allowed", "expiry-past", "viewer-scopes", "both-expiries",
+    ],
+)  # fmt: skip
+def test_create_names_every_bad_field_rules_of_the_service_included(client, caller, body, fields):
+    response = client.post(f"{API}/api_tokens", json=body, headers=bearer(caller[1]))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert error_code(response) == "validation_error"
+    assert set(response.get_json()["error"]["details"]) == fields
+
+
+def test_a_form_create_names_every_bad_field(client, caller):
+    response = client.post(
+        f"{API}/api_tokens", data={"name": "", "role": "superuser"}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 400
+    details = response.get_json()["error"]["details"]
+    assert set(details) == {"name", "role"}
+    assert details["name"] == "May not be empty."
+
+
+def test_a_name_is_trimmed_and_a_control_character_is_named(client, caller):
+    response = client.post(
+        f"{API}/api_tokens", json={"name": "  deploy  "}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 201
+    assert response.get_json()["name"] == "deploy"
+    response = client.post(f"{API}/api_tokens", json={"name": "a\tb"}, headers=bearer(caller[1]))
+    assert response.get_json()["error"]["details"] == {
+        "name": "May not contain control characters."
+    }
+
+
 def test_create_refuses_unknown_fields(client, caller):
     response = client.post(
         f"{API}/api_tokens", json={"name": "x", "admin": True}, headers=bearer(caller[1])
@@ -321,6 +369,22 @@ def test_update_refuses_unknown_fields_and_bad_values(client, org, caller, make_
     )
     assert response.status_code == 400
     assert set(response.get_json()["error"]["details"]) == {"type", "active"}
+
+
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({"name": "", "role": "bogus"}, {"name", "role"}),
+        ({"name": "x" * 101, "active": "maybe"}, {"name", "active"}),
+        ({"name": " ", "scopes": ["tokens:write"]}, {"name", "scopes"}),  # the role it keeps
+        ({"role": "bogus", "expires_at": "2000-01-01T00:00:00Z"}, {"role", "expires_at"}),
+    ],
+)
+def test_update_names_every_bad_field(client, org, caller, make_token, body, fields):
+    token, _ = make_token(org, role="viewer")
+    response = client.patch(f"{API}/api_tokens/{token.id}", json=body, headers=bearer(caller[1]))
+    assert response.status_code == 400
+    assert set(response.get_json()["error"]["details"]) == fields
 
 
 def test_update_unknown_id_is_404(client, caller):
