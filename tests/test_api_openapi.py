@@ -5,9 +5,10 @@ from __future__ import annotations
 import jsonschema_rs
 import pytest
 import schemathesis
-from api_support import API, bearer
+from api_support import API, bearer, unreachable_database_app
 
 from blueprints.api.schemas import NAME_PATTERN
+from services import secrets as token_secrets
 from services.tokens import NAME_MAX
 
 METHODS = {"get", "put", "patch", "post", "delete"}
@@ -59,6 +60,55 @@ def test_every_route_and_method_of_the_api_is_documented(app, client):
     assert documented == routed
 
 
+def _operations(doc):
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+def _send(client, path, method, token_id="Q2t8mWz1aPq0LbXy", **kwargs):
+    return client.open(f"{API}{path.replace('{token_id}', token_id)}", method=method, **kwargs)
+
+
+def test_what_the_api_answers_a_failing_request_is_documented(client, make_org, make_token):
+    """Each operation is sent the requests that fail before or around its own rules, and
+    must answer as it says; every status it answers must be in its document."""
+    org = make_org()
+    target, _ = make_token(org, name="target", role="viewer")
+    _, secret = make_token(org, name="caller")
+    _, fenced = make_token(org, name="fenced", allowed_ips=["192.0.2.0/24"])
+    doc = _document(client)
+    for path, method, operation in _operations(doc):
+        attempts = {"a body over 1 MiB": (413, {"data": b"x" * (1024 * 1024 + 1)})}
+        if operation.get("security") != []:
+            attempts |= {
+                "no token": (401, {}),
+                "an unknown query parameter": (400, {"query_string": {"colour": "red"}}),
+                "a token used outside its allowlist": (403, {"headers": bearer(fenced)}),
+            }
+        if "requestBody" in operation:
+            attempts["a text/plain body"] = (415, {"data": "x", "content_type": "text/plain"})
+        for what, (status, kwargs) in attempts.items():
+            if what != "no token":
+                kwargs.setdefault("headers", bearer(secret))
+            response = _send(client, path, method, target.id, **kwargs)
+            where = f"{method.upper()} {path} with {what}"
+            assert response.status_code == status, (where, response.get_data(as_text=True))
+            assert str(status) in operation["responses"], f"{where}: {status} is not documented"
+
+
+def test_every_operation_that_needs_the_database_documents_503(client, tmp_path):
+    doc = _document(client)
+    down = unreachable_database_app(tmp_path).test_client()
+    secret = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
+    for path, method, operation in _operations(doc):
+        response = _send(down, path, method, json={"tokens": [secret]}, headers=bearer(secret))
+        expected = 200 if path == "/openapi.json" else 503
+        assert response.status_code == expected, (method, path, response.get_data(as_text=True))
+        assert str(expected) in operation["responses"], (method, path)
+
+
 def test_every_operation_documents_its_errors_with_the_error_schema(client):
     doc = _document(client)
     error_ref = {"$ref": "#/components/schemas/Error"}
@@ -67,9 +117,9 @@ def test_every_operation_documents_its_errors_with_the_error_schema(client):
             if method not in METHODS:
                 continue
             codes = set(operation["responses"])
-            assert {"405", "429", "500"} <= codes, (path, method)
+            assert {"400", "405", "413", "429", "500"} <= codes, (path, method)
             if operation.get("security") != []:  # unauthenticated: openapi.json, leaks
-                assert "401" in codes, (path, method)
+                assert {"401", "403", "503"} <= codes, (path, method)
             for code, response in operation["responses"].items():
                 if code.startswith(("4", "5")):
                     name = response["$ref"].rsplit("/", 1)[-1]
