@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import jsonschema_rs
 import pytest
 import schemathesis
 from api_support import API, bearer, unreachable_database_app
 
-from blueprints.api.schemas import NAME_PATTERN
+from blueprints.api.schemas import NAME_PATTERN, SECRET_PATTERN
 from services import secrets as token_secrets
 from services.tokens import NAME_MAX
 
@@ -207,3 +209,49 @@ def test_the_document_and_the_api_agree_on_what_a_name_is(
     assert response.status_code == (201 if valid else 400), response.get_data(as_text=True)
     if not valid:
         assert set(response.get_json()["error"]["details"]) == {"name"}
+
+
+def _leak_report_validator(doc):
+    body = doc["paths"]["/leaks"]["post"]["requestBody"]["content"]["application/json"]
+    # The operation's schema, with the components its $refs point into.
+    return jsonschema_rs.Draft202012Validator({**body["schema"], "components": doc["components"]})
+
+
+def test_a_leak_report_is_documented_in_its_three_shapes_with_the_token_pattern(client):
+    doc = _document(client)
+    body = doc["paths"]["/leaks"]["post"]["requestBody"]["content"]["application/json"]
+    assert [option["$ref"].rsplit("/", 1)[-1] for option in body["schema"]["oneOf"]] == [
+        "LeakReport",
+        "LeakList",
+        "SecretScanningReport",
+    ]
+    schemas = doc["components"]["schemas"]
+    for strings in (schemas["LeakReport"]["properties"]["tokens"], schemas["LeakList"]):
+        assert (strings["minItems"], strings["maxItems"]) == (1, 100)
+        assert strings["items"]["pattern"] == SECRET_PATTERN
+        assert strings["items"]["maxLength"] == 200
+    assert schemas["SecretScanningMatch"]["properties"]["token"]["pattern"] == SECRET_PATTERN
+    assert schemas["SecretScanningMatch"]["required"] == ["token"]
+
+
+@pytest.mark.parametrize(
+    "report, valid",
+    [
+        ({"tokens": ["SECRET"]}, True),
+        (["SECRET"], True),
+        ([{"token": "SECRET", "type": "t", "url": "https://x", "source": "content"}], True),
+        ({"tokens": ["SECRET\n"]}, False),
+        (["xSECRET"], False),
+        ([], False),
+        (["SECRET"] * 101, False),
+        ([{"token": "SECRET"}, "SECRET"], False),
+        ([{"token": "SECRET", "colour": "blue"}], False),
+        ("SECRET", False),
+    ],
+)
+def test_the_document_and_the_api_agree_on_what_a_leak_report_is(client, report, valid):
+    secret = token_secrets.new_secret("production", token_secrets.new_token_id())
+    report = json.loads(json.dumps(report).replace("SECRET", secret))
+    assert _leak_report_validator(_document(client)).is_valid(report) is valid
+    response = client.post(f"{API}/leaks", json=report)
+    assert response.status_code == (200 if valid else 400), response.get_data(as_text=True)

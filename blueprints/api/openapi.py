@@ -217,7 +217,11 @@ def _paths() -> dict[str, Any]:
                 },
                 requestBody={
                     "required": True,
-                    "content": {"application/json": {"schema": _ref(schemas.LeakReport)}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"oneOf": [_ref(m) for m in schemas.LEAK_REPORT_SHAPES]}
+                        }
+                    },
                 },
                 security=[],
             )

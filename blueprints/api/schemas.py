@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -24,9 +25,11 @@ from pydantic import (
 )
 
 from models import SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
+from services import leaks
 from services import tokens as token_service
 from services.errors import ValidationFailed
 from services.policy import MAX_LIFETIME_DAYS
+from services.secrets import TOKEN_REGEX
 from services.tokens import MAX_GRACE_SECONDS, NAME_MAX
 
 Environment = Literal["sandbox", "production"]
@@ -45,10 +48,13 @@ PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*$"
 # A name, once trimmed: not blank, no control characters (services.tokens.normalize_name
 # also refuses invisible formatting characters, which no portable pattern can list).
 NAME_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+# A whole secret, as secret scanners find it (services.secrets.TOKEN_PATTERN in free text).
+SECRET_PATTERN = f"^{TOKEN_REGEX}$"
 # What a field whose pattern does not match is told, instead of the pattern itself.
 PATTERN_MESSAGES = {
     PRINTABLE_PATTERN: "May not contain control characters.",
     NAME_PATTERN: "May not contain control characters.",
+    SECRET_PATTERN: "Does not match the Keysmith token pattern.",
 }
 
 
@@ -339,10 +345,58 @@ class WhoAmI(BaseModel):
     created_by: str
 
 
+LeakedSecret = Annotated[
+    str,
+    Field(
+        max_length=leaks.MAX_LENGTH,
+        pattern=SECRET_PATTERN,
+        description="A string that looks like a Keysmith token (docs/security.md).",
+    ),
+]
+LeakedSecrets = Annotated[list[LeakedSecret], Field(min_length=1, max_length=leaks.MAX_REPORTED)]
+
+
 class LeakReport(_Input):
     """Strings that look like Keysmith tokens (the regular expression in docs/security.md)."""
 
-    tokens: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=100)
+    tokens: LeakedSecrets
+
+
+class LeakList(RootModel[LeakedSecrets]):
+    """The same strings as a bare JSON list."""
+
+
+class SecretScanningMatch(_Input):
+    """One match as GitHub's secret scanning partner program reports it; only `token` is
+    used, the other fields are accepted and ignored."""
+
+    token: LeakedSecret
+    type: str | None = Field(default=None, max_length=200)
+    url: str | None = Field(default=None, max_length=2048)
+    source: str | None = Field(default=None, max_length=200)
+
+
+class SecretScanningReport(
+    RootModel[
+        Annotated[list[SecretScanningMatch], Field(min_length=1, max_length=leaks.MAX_REPORTED)]
+    ]
+):
+    """GitHub's secret scanning format: a bare JSON list of matches."""
+
+
+LEAK_REPORT_SHAPES = (LeakReport, LeakList, SecretScanningReport)
+
+
+def leaked_secrets(data: Any) -> list[str]:
+    """The strings of a leak report in any of its shapes, or ValidationFailed."""
+    if isinstance(data, list) and any(isinstance(item, dict) for item in data):
+        if not all(isinstance(item, dict) for item in data):
+            message = "Send a list of strings or a list of matches, not a mix of the two."
+            raise ValidationFailed(details={"body": message})
+        return [match.token for match in parse(SecretScanningReport, data).root]
+    if isinstance(data, list):
+        return parse(LeakList, data).root
+    return parse(LeakReport, data).tokens
 
 
 class LeakReportResult(BaseModel):
@@ -360,7 +414,7 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, LeakReport)
+REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, *LEAK_REPORT_SHAPES)
 RESPONSE_MODELS = (
     Token,
     TokenWithSecret,
@@ -394,7 +448,7 @@ def _message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def parse(model: type[_Input], data: dict[str, Any], *, checks: Checks | None = None) -> Any:
+def parse(model: type[BaseModel], data: Any, *, checks: Checks | None = None) -> Any:
     """Validate into `model`, or ValidationFailed naming each bad field. With `checks`, the
     rules that depend on the organization or the token (expiry policy, scopes of the role
     kept) run too, beside the others."""
@@ -404,8 +458,9 @@ def parse(model: type[_Input], data: dict[str, Any], *, checks: Checks | None = 
     except ValidationError as exc:
         for error in exc.errors():
             details.setdefault(_field_of(error["loc"]), _message(error))
-    for field, message in model.conflicts(data).items():
-        details.setdefault(field, message)
+    if issubclass(model, _Input):
+        for field, message in model.conflicts(data).items():
+            details.setdefault(field, message)
     if details:
         raise ValidationFailed(details=details)
     return result

@@ -65,8 +65,9 @@ def _form_to_dict(form: MultiDict[str, str]) -> dict[str, Any]:
     return data
 
 
-def request_data() -> dict[str, Any]:
-    """The body as a dict, from JSON or a form; {} when there is no body."""
+def request_data(*, allow_list: bool = False) -> Any:
+    """The body as a dict (or, with `allow_list`, a JSON list), from JSON or a form; {} when
+    there is no body."""
     if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
         raw = request.get_data(cache=True)
         if not raw.strip():
@@ -77,8 +78,11 @@ def request_data() -> dict[str, Any]:
             raise ValidationFailed(
                 "The body is not valid JSON.", details={"body": "Malformed JSON."}
             ) from None
+        if isinstance(data, list) and allow_list:
+            return data
         if not isinstance(data, dict):
-            raise ValidationFailed(details={"body": "Send a JSON object."})
+            wanted = "a JSON object or list" if allow_list else "a JSON object"
+            raise ValidationFailed(details={"body": f"Send {wanted}."})
         return data
     if request.mimetype in FORM_TYPES:
         return _form_to_dict(request.form)
@@ -314,11 +318,12 @@ def list_audit_events():
 def report_leaks():
     """Secret scanners report strings that look like our tokens; no authentication.
 
-    Live matches are revoked. The answer is counts only, never which string matched.
+    `{"tokens": [...]}`, a bare list of the strings, or GitHub's list of matches. Live
+    matches are revoked. The answer is counts only, never which string matched.
     """
-    body = schemas.parse(schemas.LeakReport, request_data())
+    reported = schemas.leaked_secrets(request_data(allow_list=True))
     report = leaks.report_leaks(
-        body.tokens, ip=request.remote_addr, user_agent=request.user_agent.string or None
+        reported, ip=request.remote_addr, user_agent=request.user_agent.string or None
     )
     db.session.commit()
     return jsonify(schemas.LeakReportResult(**asdict(report)).model_dump())
