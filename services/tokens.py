@@ -30,7 +30,7 @@ from models import (
     TokenUsage,
     utcnow,
 )
-from services import audit, token_cache
+from services import audit, policy, token_cache
 from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
@@ -332,6 +332,15 @@ def normalize_name(value: object) -> str:
     return name
 
 
+def normalize_rate_limit(value: object) -> str | None:
+    """A token's own rate limit (Flask-Limiter syntax), or None: its organization's."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(details={"rate_limit": "A rate limit must be text, or null."})
+    return policy.check_rate_limit(value.strip())
+
+
 def normalize_role(value: object) -> str:
     role = ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
     if role not in TOKEN_ROLES:
@@ -628,19 +637,22 @@ def create_token(
     type: object = "generic",  # noqa: A002 - the SPEC's field name
     expires_at: datetime | None = None,
     allowed_ips: object = None,
+    rate_limit: object = None,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
-    """Make a token; returns it with its secret, which the caller shows once and forgets."""
+    """Make a token; returns it with its secret, which the caller shows once and forgets.
+    `rate_limit` None: the organization's default limit applies."""
     now = now or utcnow()
     # Permission first: a viewer learns nothing from validation messages.
     require_may_create(actor)
-    name, environment, role, type_, _, allowed_ips = _collect(
+    name, environment, role, type_, _, allowed_ips, rate_limit = _collect(
         lambda: normalize_name(name),
         lambda: _check_choice("environment", environment, ENVIRONMENTS),
         lambda: normalize_role(role),
         lambda: _check_choice("type", type, TOKEN_TYPES),
         lambda: check_expiry(organization, expires_at, now),
         lambda: parse_allowlist(allowed_ips),
+        lambda: normalize_rate_limit(rate_limit),
     )
     (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
     _require_write(actor, environment)
@@ -676,10 +688,14 @@ def create_token(
         created_by_token_id=actor.token.id if actor.token is not None else None,
         created_by_label=actor.label,
         allowed_ips=allowed_ips,
+        rate_limit=rate_limit,
     )
     db.session.add(token)
     _flush_checking_name(token)
-    _record(actor, "token.created", token, {"role": role, "scopes": scopes, "type": type_})
+    details = {"role": role, "scopes": scopes, "type": type_}
+    if rate_limit is not None:
+        details["rate_limit"] = rate_limit
+    _record(actor, "token.created", token, details)
     db.session.flush()
     return token, secret
 
@@ -789,10 +805,11 @@ def update_token(
     scopes: object = UNSET,
     expires_at: datetime | None | _Unset = UNSET,
     allowed_ips: object = UNSET,
+    rate_limit: object = UNSET,
     now: datetime | None = None,
 ) -> ApiToken:
-    """Change any of name, active, role, scopes, expiry, IP allowlist; one audit event per
-    kind of change."""
+    """Change any of name, active, role, scopes, expiry, IP allowlist, rate limit (None: the
+    organization's); one audit event per kind of change."""
     now = now or utcnow()
     _require_manage(actor, token)
     if token.is_revoked:
@@ -805,6 +822,8 @@ def update_token(
         checks["role"] = lambda: normalize_role(role)
     if allowed_ips is not UNSET:
         checks["allowed_ips"] = lambda: parse_allowlist(allowed_ips)
+    if rate_limit is not UNSET:
+        checks["rate_limit"] = lambda: normalize_rate_limit(rate_limit)
     if active is not UNSET and not isinstance(active, bool):
         raise ValidationFailed(details={"active": "Active must be true or false."})
     values = dict(zip(checks, _collect(*checks.values()), strict=True))
@@ -838,9 +857,10 @@ def update_token(
             "to": _iso(expires_at),
         }
         token.expires_at = expires_at
-    if "allowed_ips" in values and values["allowed_ips"] != token.allowed_ips:
-        changes["allowed_ips"] = {"from": token.allowed_ips, "to": values["allowed_ips"]}
-        token.allowed_ips = values["allowed_ips"]
+    for column in ("allowed_ips", "rate_limit"):
+        if column in values and values[column] != getattr(token, column):
+            changes[column] = {"from": getattr(token, column), "to": values[column]}
+            setattr(token, column, values[column])
 
     state_action = None
     if active is not UNSET and active != token.active:

@@ -146,7 +146,7 @@ def test_request_bodies_accept_json_and_forms_and_refuse_unknown_fields(client):
         assert schemas[model]["additionalProperties"] is False
     assert set(schemas["TokenCreate"]["properties"]) == {
         "name", "role", "scopes", "type", "environment", "expires_at", "expires_in_days",
-        "allowed_ips",
+        "allowed_ips", "rate_limit",
     }  # fmt: skip
     assert schemas["TokenCreate"]["required"] == ["name"]
 

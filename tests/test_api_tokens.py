@@ -17,7 +17,7 @@ EXPIRY = ("expires_at", "expires_in_days")
 TOKEN_FIELDS = {
     "id", "name", "environment", "role", "scopes", "type", "active", "status", "prefix",
     "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by",
-    "allowed_ips", "last_used_ip", "href",
+    "allowed_ips", "rate_limit", "last_used_ip", "href",
 }  # fmt: skip
 
 
@@ -385,6 +385,67 @@ def test_update_names_every_bad_field(client, org, caller, make_token, body, fie
     response = client.patch(f"{API}/api_tokens/{token.id}", json=body, headers=bearer(caller[1]))
     assert response.status_code == 400
     assert set(response.get_json()["error"]["details"]) == fields
+
+
+def test_a_tokens_own_rate_limit_is_set_changed_reset_and_audited(
+    client, db, org, caller, make_token
+):
+    response = client.post(
+        f"{API}/api_tokens",
+        json={"name": "limited", "rate_limit": "100/minute;10/second"},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["rate_limit"] == "100/minute;10/second"
+    url = f"{API}/api_tokens/{body['id']}"
+    assert client.get(url, headers=bearer(caller[1])).get_json()["rate_limit"] == (
+        "100/minute;10/second"
+    )
+    changed = client.put(url, data={"rate_limit": "5 per 10 seconds"}, headers=bearer(caller[1]))
+    assert changed.get_json()["rate_limit"] == "5 per 10 seconds"
+    reset = client.patch(url, json={"rate_limit": None}, headers=bearer(caller[1]))
+    assert reset.get_json()["rate_limit"] is None  # the organization's default
+    events = db.session.scalars(
+        sa.select(AuditEvent)
+        .where(AuditEvent.target_id == body["id"], AuditEvent.action == "token.updated")
+        .order_by(AuditEvent.id)
+    ).all()
+    assert [e.details["rate_limit"] for e in events] == [
+        {"from": "100/minute;10/second", "to": "5 per 10 seconds"},
+        {"from": "5 per 10 seconds", "to": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["fast", "0/minute", "10/fortnight", "1/minute;", 100, "1/minute;0/second"]
+)
+def test_a_bad_rate_limit_is_named_with_the_other_bad_fields(
+    client, org, caller, make_token, value
+):
+    response = client.post(
+        f"{API}/api_tokens", json={"name": "", "rate_limit": value}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 400
+    assert set(response.get_json()["error"]["details"]) == {"name", "rate_limit"}
+    token, _ = make_token(org, name="kept")
+    response = client.patch(
+        f"{API}/api_tokens/{token.id}", json={"rate_limit": value}, headers=bearer(caller[1])
+    )
+    assert set(response.get_json()["error"]["details"]) == {"rate_limit"}
+
+
+def test_a_members_token_cannot_set_the_rate_limit_of_someone_elses_token(
+    client, org, make_member, make_token
+):
+    member = Actor(organization=org, membership=make_member(org, role="member"))
+    _, member_secret = make_token(org, member, name="member cli", role="writer")
+    others, _ = make_token(org, name="owners")
+    response = client.patch(
+        f"{API}/api_tokens/{others.id}", json={"rate_limit": "1/day"}, headers=bearer(member_secret)
+    )
+    assert response.status_code == 403
+    assert error_code(response) == "insufficient_scope"
 
 
 def test_update_unknown_id_is_404(client, caller):

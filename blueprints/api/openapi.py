@@ -114,6 +114,9 @@ ONE_TOKEN = (*AUTHENTICATED, "404")
 WITH_BODY = ("415",)  # only views that read a body care what it is
 
 
+UPDATE_SUMMARY = "Change what is sent: name, active, role, scopes, expiry, allowlist, rate limit."
+
+
 def _operation(summary: str, op_id: str, responses: dict[str, Any], **extra: Any):
     return {"summary": summary, "operationId": op_id, "responses": responses, **extra}
 
@@ -166,13 +169,13 @@ def _paths() -> dict[str, Any]:
                 {"200": token_ok, **_errors(*ONE_TOKEN)},
             ),
             "put": _operation(
-                "Change name, active, role, scopes or expires_at (what is sent).",
+                UPDATE_SUMMARY,
                 "replaceToken",
                 {"200": token_ok, **_errors(*ONE_TOKEN, *WITH_BODY)},
                 requestBody=_body(schemas.TokenUpdate),
             ),
             "patch": _operation(
-                "Change name, active, role, scopes or expires_at (what is sent).",
+                UPDATE_SUMMARY,
                 "updateToken",
                 {"200": token_ok, **_errors(*ONE_TOKEN, *WITH_BODY)},
                 requestBody=_body(schemas.TokenUpdate),

@@ -25,10 +25,9 @@ from pydantic import (
 )
 
 from models import SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
-from services import leaks
+from services import leaks, policy
 from services import tokens as token_service
 from services.errors import ValidationFailed
-from services.policy import MAX_LIFETIME_DAYS
 from services.secrets import TOKEN_REGEX
 from services.tokens import MAX_GRACE_SECONDS, NAME_MAX
 
@@ -50,8 +49,17 @@ PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*$"
 NAME_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
 # A whole secret, as secret scanners find it (services.secrets.TOKEN_PATTERN in free text).
 SECRET_PATTERN = f"^{TOKEN_REGEX}$"
+# A rate limit in the plain form of Flask-Limiter's syntax ("100/minute;10/second",
+# "5 per 10 seconds"), each amount at least 1.
+_ONE_LIMIT = (
+    r"[1-9][0-9]{0,8}(?: ?/ ?| per )(?:[1-9][0-9]{0,4} ?)?"
+    r"(?:second|minute|hour|day|month|year)s?"
+)
+RATE_LIMIT_PATTERN = rf"^{_ONE_LIMIT}(?: ?[;,|] ?{_ONE_LIMIT})*$"
 # What a field whose pattern does not match is told, instead of the pattern itself.
 PATTERN_MESSAGES = {
+    RATE_LIMIT_PATTERN: "Use Flask-Limiter's form, e.g. “100/minute;10/second”: each limit "
+    "a number of at least 1, a slash (or “per”) and second, minute, hour, day, month or year.",
     PRINTABLE_PATTERN: "May not contain control characters.",
     NAME_PATTERN: "May not contain control characters.",
     SECRET_PATTERN: "Does not match the Keysmith token pattern.",
@@ -131,7 +139,7 @@ ExpiresInDays = Annotated[
     int,
     Field(
         ge=1,
-        le=MAX_LIFETIME_DAYS[1],
+        le=policy.MAX_LIFETIME_DAYS[1],
         description="Days from now, at most the key policy's maximum lifetime.",
     ),
     AfterValidator(_days_allowed),
@@ -162,6 +170,22 @@ AllowedIps = Annotated[
         "null or empty means anywhere.",
     ),
     AfterValidator(lambda value: _field_error(lambda: token_service.parse_allowlist(value))),
+]
+RateLimit = Annotated[
+    Annotated[
+        str,
+        Field(
+            max_length=policy.RATE_LIMIT_MAX,
+            pattern=RATE_LIMIT_PATTERN,
+            examples=["100/minute;10/second"],
+        ),
+    ]
+    | None,
+    AfterValidator(lambda value: _field_error(lambda: token_service.normalize_rate_limit(value))),
+    Field(
+        description="The token's own rate limit, in Flask-Limiter's syntax; null means its "
+        "organization's default (the key policy)."
+    ),
 ]
 SCOPES_DESCRIPTION = (
     "Narrows the role; empty means all the role allows. "
@@ -205,6 +229,7 @@ class TokenCreate(_Input):
     expires_at: ExpiresAt = None
     expires_in_days: ExpiresInDays | None = None
     allowed_ips: AllowedIps = None
+    rate_limit: RateLimit = None
 
     @field_validator("scopes")
     @classmethod
@@ -227,6 +252,7 @@ class TokenUpdate(_Input):
     scopes: list[Scope] | None = Field(default=None, description=SCOPES_DESCRIPTION)
     expires_at: ExpiresAt = None
     allowed_ips: AllowedIps = None
+    rate_limit: RateLimit = None
 
     @field_validator("scopes")
     @classmethod
@@ -288,6 +314,9 @@ class Token(BaseModel):
     revoked_at: DateTimeText | None
     created_by: str
     allowed_ips: list[str] | None
+    rate_limit: str | None = Field(
+        description="The token's own rate limit; null: its organization's default applies."
+    )
     href: str
 
 

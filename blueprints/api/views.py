@@ -27,6 +27,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 LIST_FIELDS = ("scopes", "allowed_ips")
 # Reports from secret scanners, per client address (they send no token).
 LEAK_RATE_LIMIT = "60/minute;10/second"
+# What a change may set to null: never expires, all of the role, anywhere, the default.
+NULLABLE_CHANGES = ("expires_at", "scopes", "allowed_ips", "rate_limit")
 # In a form an empty value means "not set" (or, for expires_at, "never"); a name stays text.
 KEEP_EMPTY = ("name",)
 
@@ -122,6 +124,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
         "revoked_at": _iso(token.revoked_at),
         "created_by": token.created_by_label,
         "allowed_ips": list(token.allowed_ips) if token.allowed_ips else None,
+        "rate_limit": token.rate_limit,
         "href": url_for("api.get_token", token_id=token.id, _external=True),
     }
     if secret is not None:
@@ -244,6 +247,7 @@ def create_token():
         type=body.type,
         expires_at=_expiry(body, actor),
         allowed_ips=body.allowed_ips,
+        rate_limit=body.rate_limit,
     )
     db.session.commit()
     response = with_secret(token_json(token, secret), 201)
@@ -261,7 +265,7 @@ def update_token(token_id: str):
     changes = {
         field: getattr(body, field)
         for field in body.model_fields_set
-        if getattr(body, field) is not None or field in ("expires_at", "scopes", "allowed_ips")
+        if getattr(body, field) is not None or field in NULLABLE_CHANGES
     }
     token_service.update_token(token, actor, **changes)
     db.session.commit()
