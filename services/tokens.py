@@ -549,6 +549,17 @@ def _require_manage(actor: Actor, token: ApiToken) -> None:
 MEMBER_TOKEN_CEILING = {"owner": "admin", "admin": "admin", "member": "writer", "viewer": "viewer"}
 
 
+def effective_role(actor: Actor) -> str | None:
+    """The role the actor's token acts with now: its own, lowered to what its creator's
+    current role lets a token be (a demoted creator's admin token acts as their ceiling).
+    None when no member stands behind the token: it can do nothing."""
+    assert actor.token is not None
+    if actor.membership is None:
+        return None
+    ceiling = MEMBER_TOKEN_CEILING[actor.membership.role]
+    return min(actor.token.role, ceiling, key=TOKEN_ROLE_RANK.__getitem__)
+
+
 def grantable_roles(actor: Actor) -> list[str]:
     """The token roles this actor may give, highest first (what the create form offers)."""
     return [role for role in TOKEN_ROLES if _role_ceiling_message(actor, role) is None]

@@ -369,7 +369,13 @@ class WhoAmI(BaseModel):
     token: Token
     organization: WhoAmIOrganization
     environment: Environment
-    role: Literal[TOKEN_ROLES]  # type: ignore[valid-type]
+    role: Literal[TOKEN_ROLES] = Field(  # type: ignore[valid-type]
+        description="The token's own role, as stored."
+    )
+    effective_role: Literal[TOKEN_ROLES] | None = Field(  # type: ignore[valid-type]
+        description="The role it acts with now: its own, lowered to what its creator's "
+        "current role allows (a token never does more than its creator may)."
+    )
     scopes: list[Scope] = Field(description="What the token may do now.")
     created_by: str
 

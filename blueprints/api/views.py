@@ -188,6 +188,7 @@ def whoami():
             ),
             environment=token.environment,
             role=token.role,
+            effective_role=token_service.effective_role(actor),
             scopes=sorted(actor.scopes),
             created_by=token.created_by_label,
         ).model_dump()
