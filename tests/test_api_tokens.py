@@ -625,6 +625,21 @@ def test_a_viewer_token_cannot_write(client, org, make_token):
         assert error_code(response) == "insufficient_scope"
 
 
+def test_permission_comes_before_validation(client, org, make_token):
+    """A viewer token is told 403, never what the key policy or the fields allow."""
+    target, _ = make_token(org, name="target")
+    _, viewer = make_token(org, name="viewer", role="viewer")
+    bad = {"name": "", "expires_in_days": 400, "colour": "red"}
+    for method, path, body in [
+        ("post", "/api_tokens", bad),
+        ("patch", f"/api_tokens/{target.id}", bad),
+        ("post", f"/api_tokens/{target.id}/rotate", {"grace_period_seconds": -1}),
+    ]:
+        response = getattr(client, method)(f"{API}{path}", json=body, headers=bearer(viewer))
+        assert response.status_code == 403, (method, path, response.get_data(as_text=True))
+        assert error_code(response) == "insufficient_scope"
+
+
 def test_a_members_token_changes_only_tokens_its_member_created(
     client, org, make_member, make_token
 ):

@@ -235,6 +235,7 @@ def _expiry(body: schemas.TokenCreate, actor: Actor) -> datetime | None:
 @bp.post("/api_tokens")
 def create_token():
     actor = current_api_actor()
+    token_service.require_may_create(actor)  # permission first: no policy in messages
     body = schemas.parse(
         schemas.TokenCreate, request_data(), checks=schemas.Checks(actor.organization)
     )
@@ -260,6 +261,7 @@ def create_token():
 def update_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    token_service.require_manage(actor, token)
     body = schemas.parse(
         schemas.TokenUpdate, request_data(), checks=schemas.Checks(actor.organization, token)
     )
@@ -296,6 +298,7 @@ def revoke_token_by_name():
 def rotate_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    token_service.require_manage(actor, token)
     body = schemas.parse(schemas.TokenRotate, request_data())
     secret = token_service.rotate_token(token, actor, grace_seconds=body.grace_period_seconds)
     db.session.commit()
