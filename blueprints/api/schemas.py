@@ -1,8 +1,10 @@
 """What the API accepts and answers, as pydantic models: the same models validate requests
 and generate the OpenAPI document (openapi.py). Every request model refuses unknown fields.
 
-Types and bounds live here; the rules themselves (names, roles against scopes, expiry
-policy, ceilings) live in services/tokens.py, which these inputs are handed to.
+Types, bounds and patterns live here, so the document shows them; the rules themselves
+(names, roles against scopes, expiry policy, ceilings) live in services/tokens.py. The
+validators here call those rules (with the organization and token as context), so a request
+hears of every bad field at once; the service checks again for the pages and the CLI.
 """
 
 from __future__ import annotations
