@@ -53,6 +53,14 @@ class Conflict(DomainError):
     status = 400
 
 
+class TokenIsRevoked(Conflict):
+    """A change to a revoked token: revoking is permanent. Names the token as the field at
+    fault, so an API client sees why in `details` as for any other validation error."""
+
+    def __init__(self, message: str):
+        super().__init__(message, details={"token_id": message})
+
+
 class AuthFailed(DomainError):
     """The presented token cannot authenticate; code is one of SPEC §4's 401 codes."""
 

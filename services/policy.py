@@ -56,10 +56,9 @@ def _whole_number(field: str, value: object, bounds: tuple[int, int]) -> int:
     return value
 
 
-def normalize_rate_limit(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationFailed(details={"rate_limit": "A default rate limit is required."})
-    text = value.strip()
+def check_rate_limit(text: str) -> str:
+    """A limit in Flask-Limiter's syntax, each amount at least 1 (a limit of 0 would shut
+    every request out); ValidationFailed on `rate_limit` otherwise."""
     if len(text) > RATE_LIMIT_MAX:
         raise ValidationFailed(details={"rate_limit": f"At most {RATE_LIMIT_MAX} characters."})
     try:
@@ -80,6 +79,12 @@ def normalize_rate_limit(value: object) -> str:
             }
         )
     return text
+
+
+def normalize_rate_limit(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationFailed(details={"rate_limit": "A default rate limit is required."})
+    return check_rate_limit(value.strip())
 
 
 def normalize_webhook_url(value: object) -> str | None:

@@ -30,15 +30,15 @@ from models import (
     TokenUsage,
     utcnow,
 )
-from services import audit, token_cache
+from services import audit, policy, token_cache
 from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
     AuthFailed,
-    Conflict,
     DuplicateName,
     Forbidden,
     NotFound,
+    TokenIsRevoked,
     TokenLimitReached,
     ValidationFailed,
 )
@@ -338,6 +338,15 @@ def normalize_name(value: object) -> str:
     return name
 
 
+def normalize_rate_limit(value: object) -> str | None:
+    """A token's own rate limit (Flask-Limiter syntax), or None: its organization's."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValidationFailed(details={"rate_limit": "A rate limit must be text, or null."})
+    return policy.check_rate_limit(value.strip())
+
+
 def normalize_role(value: object) -> str:
     role = ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
     if role not in TOKEN_ROLES:
@@ -375,7 +384,11 @@ def _check_choice(field: str, value: object, choices: Iterable[str]) -> str:
     return value  # type: ignore[return-value]
 
 
-def _check_expiry(organization: Organization, expires_at: datetime | None, now: datetime) -> None:
+def check_expiry(
+    organization: Organization, expires_at: datetime | None, now: datetime | None = None
+) -> None:
+    """ValidationFailed (on `expires_at`) unless the policy allows this expiry (None: never)."""
+    now = now or utcnow()
     if expires_at is None:
         if not organization.allow_never_expires:
             raise ValidationFailed(
@@ -416,13 +429,13 @@ def expiry_from_choice(
     of that day), or never (None). Checked against the policy; ValidationFailed otherwise."""
     now = now or utcnow()
     if expires_in_days == EXPIRY_NEVER:
-        _check_expiry(organization, None, now)
+        check_expiry(organization, None, now)
         return None
     if expires_in_days == EXPIRY_CUSTOM:
         if not isinstance(expires_at, date):
             raise ValidationFailed(details={"expires_at": "Pick the date the token expires."})
         moment = datetime.combine(expires_at, time(0, 0), tzinfo=UTC)
-        _check_expiry(organization, moment, now)
+        check_expiry(organization, moment, now)
         return moment
     days = int(expires_in_days) if str(expires_in_days).isdigit() else None
     if days not in EXPIRY_CHOICES_DAYS:
@@ -433,7 +446,7 @@ def expiry_from_choice(
         )
     moment = expiry_from_days(days, now)
     try:
-        _check_expiry(organization, moment, now)
+        check_expiry(organization, moment, now)
     except ValidationFailed as exc:
         raise ValidationFailed(details={"expires_in_days": exc.details["expires_at"]}) from exc
     return moment
@@ -542,6 +555,17 @@ def _require_manage(actor: Actor, token: ApiToken) -> None:
 MEMBER_TOKEN_CEILING = {"owner": "admin", "admin": "admin", "member": "writer", "viewer": "viewer"}
 
 
+def effective_role(actor: Actor) -> str | None:
+    """The role the actor's token acts with now: its own, lowered to what its creator's
+    current role lets a token be (a demoted creator's admin token acts as their ceiling).
+    None when no member stands behind the token: it can do nothing."""
+    assert actor.token is not None
+    if actor.membership is None:
+        return None
+    ceiling = MEMBER_TOKEN_CEILING[actor.membership.role]
+    return min(actor.token.role, ceiling, key=TOKEN_ROLE_RANK.__getitem__)
+
+
 def grantable_roles(actor: Actor) -> list[str]:
     """The token roles this actor may give, highest first (what the create form offers)."""
     return [role for role in TOKEN_ROLES if _role_ceiling_message(actor, role) is None]
@@ -630,19 +654,22 @@ def create_token(
     type: object = "generic",  # noqa: A002 - the SPEC's field name
     expires_at: datetime | None = None,
     allowed_ips: object = None,
+    rate_limit: object = None,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
-    """Make a token; returns it with its secret, which the caller shows once and forgets."""
+    """Make a token; returns it with its secret, which the caller shows once and forgets.
+    `rate_limit` None: the organization's default limit applies."""
     now = now or utcnow()
     # Permission first: a viewer learns nothing from validation messages.
     require_may_create(actor)
-    name, environment, role, type_, _, allowed_ips = _collect(
+    name, environment, role, type_, _, allowed_ips, rate_limit = _collect(
         lambda: normalize_name(name),
         lambda: _check_choice("environment", environment, ENVIRONMENTS),
         lambda: normalize_role(role),
         lambda: _check_choice("type", type, TOKEN_TYPES),
-        lambda: _check_expiry(organization, expires_at, now),
+        lambda: check_expiry(organization, expires_at, now),
         lambda: parse_allowlist(allowed_ips),
+        lambda: normalize_rate_limit(rate_limit),
     )
     (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
     _require_write(actor, environment)
@@ -680,10 +707,14 @@ def create_token(
         created_by_token_id=actor.token.id if actor.token is not None else None,
         created_by_label=actor.label,
         allowed_ips=allowed_ips,
+        rate_limit=rate_limit,
     )
     db.session.add(token)
     _flush_checking_name(token)
-    _record(actor, "token.created", token, {"role": role, "scopes": scopes, "type": type_})
+    details = {"role": role, "scopes": scopes, "type": type_}
+    if rate_limit is not None:
+        details["rate_limit"] = rate_limit
+    _record(actor, "token.created", token, details)
     db.session.flush()
     return token, secret
 
@@ -755,7 +786,7 @@ def rotate_token(
             }
         )
     if token.is_revoked:
-        raise Conflict("A revoked token cannot be rotated.")
+        raise TokenIsRevoked("This token is revoked, for good: it cannot be rotated.")
     secret = token_secrets.new_secret(token.environment, token.id)
     if grace_seconds:
         token.previous_secret_hash = token.secret_hash
@@ -793,14 +824,15 @@ def update_token(
     scopes: object = UNSET,
     expires_at: datetime | None | _Unset = UNSET,
     allowed_ips: object = UNSET,
+    rate_limit: object = UNSET,
     now: datetime | None = None,
 ) -> ApiToken:
-    """Change any of name, active, role, scopes, expiry, IP allowlist; one audit event per
-    kind of change."""
+    """Change any of name, active, role, scopes, expiry, IP allowlist, rate limit (None: the
+    organization's); one audit event per kind of change."""
     now = now or utcnow()
     _require_manage(actor, token)
     if token.is_revoked:
-        raise Conflict("A revoked token cannot be changed.")
+        raise TokenIsRevoked("This token is revoked, for good: it cannot be changed.")
 
     checks: dict[str, Any] = {}
     if name is not UNSET:
@@ -809,6 +841,8 @@ def update_token(
         checks["role"] = lambda: normalize_role(role)
     if allowed_ips is not UNSET:
         checks["allowed_ips"] = lambda: parse_allowlist(allowed_ips)
+    if rate_limit is not UNSET:
+        checks["rate_limit"] = lambda: normalize_rate_limit(rate_limit)
     if active is not UNSET and not isinstance(active, bool):
         raise ValidationFailed(details={"active": "Active must be true or false."})
     values = dict(zip(checks, _collect(*checks.values()), strict=True))
@@ -821,7 +855,7 @@ def update_token(
     _check_role_ceiling(actor, new_role)
     _check_scope_ceiling(actor, new_role, new_scopes or [])
     if expires_at is not UNSET:
-        _check_expiry(actor.organization, expires_at, now)
+        check_expiry(actor.organization, expires_at, now)
 
     changes: dict[str, Any] = {}
     new_name = values.get("name", token.name)
@@ -842,9 +876,10 @@ def update_token(
             "to": _iso(expires_at),
         }
         token.expires_at = expires_at
-    if "allowed_ips" in values and values["allowed_ips"] != token.allowed_ips:
-        changes["allowed_ips"] = {"from": token.allowed_ips, "to": values["allowed_ips"]}
-        token.allowed_ips = values["allowed_ips"]
+    for column in ("allowed_ips", "rate_limit"):
+        if column in values and values[column] != getattr(token, column):
+            changes[column] = {"from": getattr(token, column), "to": values[column]}
+            setattr(token, column, values[column])
 
     state_action = None
     if active is not UNSET and active != token.active:

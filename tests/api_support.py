@@ -22,3 +22,18 @@ def error_code(response) -> str:
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "message", "details"}
     return body["error"]["code"]
+
+
+def unreachable_database_app(tmp_path):
+    """The app on a database it cannot open (a directory is no SQLite file)."""
+    from app import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "x",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}",
+            "RATELIMIT_STORAGE_URI": "memory://",
+        },
+        instance_path=str(tmp_path / "inst"),
+    )

@@ -51,11 +51,33 @@ def test_whoami_scopes_never_exceed_the_creators_current_role(
     membership.role = "viewer"
     db.session.commit()
     body = client.get(f"{API}/whoami", headers=bearer(secret)).get_json()
-    assert body["role"] == "admin"
+    assert body["role"] == "admin"  # as stored
+    assert body["effective_role"] == "viewer"  # as it acts now
     assert body["scopes"] == ["audit:read", "members:read", "tokens:read"]
     response = client.post(f"{API}/api_tokens", json={"name": "x"}, headers=bearer(secret))
     assert response.status_code == 403
     assert error_code(response) == "insufficient_scope"
+
+
+@pytest.mark.parametrize(
+    "member_role, token_role, effective",
+    [
+        ("owner", "admin", "admin"),
+        ("admin", "admin", "admin"),
+        ("member", "admin", "writer"),
+        ("member", "viewer", "viewer"),
+        ("viewer", "writer", "viewer"),
+    ],
+)
+def test_whoami_effective_role_is_the_token_role_capped_by_its_creators_role_now(
+    client, db, org, make_member, make_token, member_role, token_role, effective
+):
+    membership = make_member(org, role="admin")
+    _, secret = make_token(org, Actor(organization=org, membership=membership), role=token_role)
+    membership.role = member_role
+    db.session.commit()
+    body = client.get(f"{API}/whoami", headers=bearer(secret)).get_json()
+    assert (body["role"], body["effective_role"]) == (token_role, effective)
 
 
 def test_missing_token_gets_401_missing_token_with_www_authenticate(client, org):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from api_support import API, bearer, error_code
+from api_support import API, bearer, error_code, unreachable_database_app
 
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
@@ -138,19 +138,9 @@ def test_an_unexpected_failure_is_500_internal_error_without_a_trace(app, client
 
 
 def test_an_unreachable_database_is_503_unavailable(tmp_path):
-    from app import create_app
     from services import secrets as token_secrets
 
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "x",
-            # A directory cannot be opened as a SQLite database file.
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}",
-            "RATELIMIT_STORAGE_URI": "memory://",
-        },
-        instance_path=str(tmp_path / "inst"),
-    )
+    app = unreachable_database_app(tmp_path)
     secret = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
     response = app.test_client().get(f"{API}/whoami", headers=bearer(secret))
     assert response.status_code == 503

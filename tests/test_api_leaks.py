@@ -1,5 +1,7 @@
 """POST /api/v1/leaks: secret scanners report tokens; live ones are revoked; counts only."""
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
@@ -35,6 +37,35 @@ def test_a_reported_token_is_revoked_and_the_answer_is_counts_only(
         "leak report",
         {"reason": "leaked"},
     )
+
+
+def _github_match(secret: str) -> dict:
+    return {
+        "token": secret,
+        "type": "keysmith_api_token",
+        "url": "https://github.com/octo/repo/blob/abc123/.env#L1",
+        "source": "content",
+    }
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda secrets: {"tokens": secrets},
+        lambda secrets: secrets,  # issue 8: a JSON list of strings
+        lambda secrets: [_github_match(s) for s in secrets],  # GitHub secret scanning
+    ],
+    ids=["object", "list-of-strings", "github-matches"],
+)
+def test_a_report_is_taken_in_each_of_its_shapes(client, db, make_org, make_token, shape):
+    org = make_org()
+    token, secret = make_token(org)
+    unknown = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
+    response = client.post(URL, json=shape([secret, unknown]))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json() == {"received": 2, "revoked": 1}
+    db.session.refresh(token)
+    assert token.status == "revoked" and token.revoked_reason == "leaked"
 
 
 def test_the_answer_does_not_say_which_string_was_a_token(client, make_org, make_token):
@@ -73,14 +104,29 @@ def test_admins_see_a_banner_members_do_not(
         {"tokens": ["ks_sbx_" + "a" * 16 + "_" + "b" * 38] * 101},
         {"tokens": [], "extra": 1},
         {},
+        [],
+        ["not a token"],
+        ["ks_sbx_" + "a" * 16 + "_" + "b" * 38] * 101,
+        [1],
+        [["nested"]],
+        [{"token": "not a token"}],
+        [{"type": "keysmith_api_token"}],
+        [{"token": "SECRET", "colour": "blue"}],
+        [{"token": "SECRET"}, "SECRET"],
+        ["SECRET", {"token": "SECRET"}],
+        "SECRET",
+        None,
+        7,
     ],
 )
 def test_malformed_reports_get_400_and_change_nothing(client, db, make_org, make_token, body):
     org = make_org()
-    token, _ = make_token(org)
-    response = client.post(URL, json=body)
+    token, secret = make_token(org)
+    raw = json.dumps(body).replace("SECRET", secret)  # a real secret, in a bad report
+    response = client.post(URL, data=raw, content_type="application/json")
     assert response.status_code == 400
-    assert response.get_json()["error"]["code"] == "validation_error"
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error" and error["details"], error
     db.session.refresh(token)
     assert token.status == "active"
 

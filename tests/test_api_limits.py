@@ -121,3 +121,31 @@ def test_rate_limit_default_applies_when_the_policy_has_none(client, db, org, ma
     response = client.get(f"{API}/whoami", headers=bearer(secret))
     assert response.status_code == 200
     assert response.headers["X-RateLimit-Limit"] == "100"  # RATE_LIMIT_DEFAULT's 100/second
+
+
+def test_a_limit_set_through_the_api_applies_at_once_and_null_restores_the_policy(
+    client, org, make_token
+):
+    _, admin = make_token(org, name="admin")
+    token, secret = make_token(org, name="limited")
+    assert client.get(f"{API}/whoami", headers=bearer(secret)).status_code == 200  # cached
+    url = f"{API}/api_tokens/{token.id}"
+    response = client.patch(url, json={"rate_limit": "2/minute"}, headers=bearer(admin))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    statuses = [client.get(f"{API}/whoami", headers=bearer(secret)) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert statuses[0].headers["X-RateLimit-Limit"] == "2"
+    client.patch(url, json={"rate_limit": None}, headers=bearer(admin))
+    response = client.get(f"{API}/whoami", headers=bearer(secret))
+    assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "100"  # the policy's 100/second
+
+
+def test_a_token_created_with_its_own_limit_is_held_to_it(client, org, make_token):
+    _, admin = make_token(org, name="admin")
+    created = client.post(
+        f"{API}/api_tokens", json={"name": "slow", "rate_limit": "1/hour"}, headers=bearer(admin)
+    ).get_json()
+    headers = bearer(created["token"])
+    assert client.get(f"{API}/whoami", headers=headers).headers["X-RateLimit-Limit"] == "1"
+    assert client.get(f"{API}/whoami", headers=headers).status_code == 429

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
+import jsonschema_rs
+import pytest
 import schemathesis
-from api_support import API
+from api_support import API, bearer, unreachable_database_app
+
+from blueprints.api.schemas import NAME_PATTERN, SECRET_PATTERN
+from services import secrets as token_secrets
+from services.tokens import NAME_MAX
 
 METHODS = {"get", "put", "patch", "post", "delete"}
+
+
+def _non_null(schema):
+    """An optional field's schema without its `null` branch."""
+    options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+    assert len(options) == 1, schema
+    return options[0]
 
 
 def _document(client):
@@ -47,6 +62,55 @@ def test_every_route_and_method_of_the_api_is_documented(app, client):
     assert documented == routed
 
 
+def _operations(doc):
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+def _send(client, path, method, token_id="Q2t8mWz1aPq0LbXy", **kwargs):
+    return client.open(f"{API}{path.replace('{token_id}', token_id)}", method=method, **kwargs)
+
+
+def test_what_the_api_answers_a_failing_request_is_documented(client, make_org, make_token):
+    """Each operation is sent the requests that fail before or around its own rules, and
+    must answer as it says; every status it answers must be in its document."""
+    org = make_org()
+    target, _ = make_token(org, name="target", role="viewer")
+    _, secret = make_token(org, name="caller")
+    _, fenced = make_token(org, name="fenced", allowed_ips=["192.0.2.0/24"])
+    doc = _document(client)
+    for path, method, operation in _operations(doc):
+        attempts = {"a body over 1 MiB": (413, {"data": b"x" * (1024 * 1024 + 1)})}
+        if operation.get("security") != []:
+            attempts |= {
+                "no token": (401, {}),
+                "an unknown query parameter": (400, {"query_string": {"colour": "red"}}),
+                "a token used outside its allowlist": (403, {"headers": bearer(fenced)}),
+            }
+        if "requestBody" in operation:
+            attempts["a text/plain body"] = (415, {"data": "x", "content_type": "text/plain"})
+        for what, (status, kwargs) in attempts.items():
+            if what != "no token":
+                kwargs.setdefault("headers", bearer(secret))
+            response = _send(client, path, method, target.id, **kwargs)
+            where = f"{method.upper()} {path} with {what}"
+            assert response.status_code == status, (where, response.get_data(as_text=True))
+            assert str(status) in operation["responses"], f"{where}: {status} is not documented"
+
+
+def test_every_operation_that_needs_the_database_documents_503(client, tmp_path):
+    doc = _document(client)
+    down = unreachable_database_app(tmp_path).test_client()
+    secret = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
+    for path, method, operation in _operations(doc):
+        response = _send(down, path, method, json={"tokens": [secret]}, headers=bearer(secret))
+        expected = 200 if path == "/openapi.json" else 503
+        assert response.status_code == expected, (method, path, response.get_data(as_text=True))
+        assert str(expected) in operation["responses"], (method, path)
+
+
 def test_every_operation_documents_its_errors_with_the_error_schema(client):
     doc = _document(client)
     error_ref = {"$ref": "#/components/schemas/Error"}
@@ -55,9 +119,9 @@ def test_every_operation_documents_its_errors_with_the_error_schema(client):
             if method not in METHODS:
                 continue
             codes = set(operation["responses"])
-            assert {"405", "429", "500"} <= codes, (path, method)
+            assert {"400", "405", "413", "429", "500"} <= codes, (path, method)
             if operation.get("security") != []:  # unauthenticated: openapi.json, leaks
-                assert "401" in codes, (path, method)
+                assert {"401", "403", "503"} <= codes, (path, method)
             for code, response in operation["responses"].items():
                 if code.startswith(("4", "5")):
                     name = response["$ref"].rsplit("/", 1)[-1]
@@ -82,7 +146,7 @@ def test_request_bodies_accept_json_and_forms_and_refuse_unknown_fields(client):
         assert schemas[model]["additionalProperties"] is False
     assert set(schemas["TokenCreate"]["properties"]) == {
         "name", "role", "scopes", "type", "environment", "expires_at", "expires_in_days",
-        "allowed_ips",
+        "allowed_ips", "rate_limit",
     }  # fmt: skip
     assert schemas["TokenCreate"]["required"] == ["name"]
 
@@ -107,3 +171,87 @@ def test_the_document_validates_against_the_openapi_3_1_meta_schema(client):
 
     errors = [error.message for error in OPENAPI_31_VALIDATOR.iter_errors(_document(client))]
     assert errors == []
+
+
+def test_a_tokens_name_is_documented_with_its_bounds_and_pattern(client):
+    schemas = _document(client)["components"]["schemas"]
+    for model in ("TokenCreate", "TokenUpdate"):
+        name = _non_null(schemas[model]["properties"]["name"])
+        assert (name["minLength"], name["maxLength"], name["pattern"]) == (
+            1,
+            NAME_MAX,
+            NAME_PATTERN,
+        ), model
+
+
+@pytest.mark.parametrize(
+    "name, valid",
+    [
+        ("", False),
+        ("   ", False),
+        ("x" * NAME_MAX, True),
+        ("x" * (NAME_MAX + 1), False),
+        ("a\x00b", False),
+        ("tab\there", False),
+        ("\x85", False),
+        (" ci deploy ", True),
+        ("Déploiement 🔑", True),
+    ],
+)
+def test_the_document_and_the_api_agree_on_what_a_name_is(
+    client, make_org, make_token, name, valid
+):
+    """Drift between the schema and the rule it documents fails here, not in a client."""
+    schema = _document(client)["components"]["schemas"]["TokenCreate"]
+    assert jsonschema_rs.Draft202012Validator(schema).is_valid({"name": name}) is valid
+    _, secret = make_token(make_org(), name="caller")
+    response = client.post(f"{API}/api_tokens", json={"name": name}, headers=bearer(secret))
+    assert response.status_code == (201 if valid else 400), response.get_data(as_text=True)
+    if not valid:
+        assert set(response.get_json()["error"]["details"]) == {"name"}
+
+
+def _leak_report_validator(doc):
+    body = doc["paths"]["/leaks"]["post"]["requestBody"]["content"]["application/json"]
+    # The operation's schema, with the components its $refs point into.
+    return jsonschema_rs.Draft202012Validator({**body["schema"], "components": doc["components"]})
+
+
+def test_a_leak_report_is_documented_in_its_three_shapes_with_the_token_pattern(client):
+    doc = _document(client)
+    body = doc["paths"]["/leaks"]["post"]["requestBody"]["content"]["application/json"]
+    assert [option["$ref"].rsplit("/", 1)[-1] for option in body["schema"]["oneOf"]] == [
+        "LeakReport",
+        "LeakList",
+        "SecretScanningReport",
+    ]
+    schemas = doc["components"]["schemas"]
+    for strings in (schemas["LeakReport"]["properties"]["tokens"], schemas["LeakList"]):
+        assert (strings["minItems"], strings["maxItems"]) == (1, 100)
+        assert strings["items"]["pattern"] == SECRET_PATTERN
+        assert strings["items"]["maxLength"] == 200
+    assert schemas["SecretScanningMatch"]["properties"]["token"]["pattern"] == SECRET_PATTERN
+    assert schemas["SecretScanningMatch"]["required"] == ["token"]
+
+
+@pytest.mark.parametrize(
+    "report, valid",
+    [
+        ({"tokens": ["SECRET"]}, True),
+        (["SECRET"], True),
+        ([{"token": "SECRET", "type": "t", "url": "https://x", "source": "content"}], True),
+        ({"tokens": ["SECRET\n"]}, False),
+        (["xSECRET"], False),
+        ([], False),
+        (["SECRET"] * 101, False),
+        ([{"token": "SECRET"}, "SECRET"], False),
+        ([{"token": "SECRET", "colour": "blue"}], False),
+        ("SECRET", False),
+    ],
+)
+def test_the_document_and_the_api_agree_on_what_a_leak_report_is(client, report, valid):
+    secret = token_secrets.new_secret("production", token_secrets.new_token_id())
+    report = json.loads(json.dumps(report).replace("SECRET", secret))
+    assert _leak_report_validator(_document(client)).is_valid(report) is valid
+    response = client.post(f"{API}/leaks", json=report)
+    assert response.status_code == (200 if valid else 400), response.get_data(as_text=True)

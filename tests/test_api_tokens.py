@@ -13,10 +13,11 @@ from services import tokens as token_service
 from services.actor import Actor
 from tests.conftest import owner_actor
 
+EXPIRY = ("expires_at", "expires_in_days")
 TOKEN_FIELDS = {
     "id", "name", "environment", "role", "scopes", "type", "active", "status", "prefix",
     "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by",
-    "allowed_ips", "last_used_ip", "href",
+    "allowed_ips", "rate_limit", "last_used_ip", "href",
 }  # fmt: skip
 
 
@@ -238,6 +239,53 @@ def test_create_names_every_bad_field(client, caller):
     assert set(details) == {"name", "role", "type", "expires_in_days", "scopes"}
 
 
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({"name": "", "role": "bad"}, {"name", "role"}),
+        ({"name": "   ", "role": "bad"}, {"name", "role"}),
+        ({"name": "x" * 101, "role": "bad"}, {"name", "role"}),
+        ({"name": "a\u202eb", "role": "bad"}, {"name", "role"}),  # an invisible bidi override
+        ({"name": "x", "role": "bad", "expires_in_days": 400}, {"role", "expires_in_days"}),
+        ({"name": "x", "role": "bad", "expires_at": None}, {"role", "expires_at"}),
+        ({"name": "", "expires_at": "2000-01-01T00:00:00Z"}, {"name", "expires_at"}),
+        ({"scopes": ["tokens:write"], "type": "weird", "name": "x"}, {"scopes", "type"}),
+        ({"name": "", "expires_at": "2000-01-01T00:00Z", "expires_in_days": 0}, {"name", *EXPIRY}),
+    ],
+    ids=[
+        "empty-name", "blank-name", "long-name", "invisible-name", "days-beyond-policy",
+        "never-not-allowed", "expiry-past", "viewer-scopes", "both-expiries",
+    ],
+)  # fmt: skip
+def test_create_names_every_bad_field_rules_of_the_service_included(client, caller, body, fields):
+    response = client.post(f"{API}/api_tokens", json=body, headers=bearer(caller[1]))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert error_code(response) == "validation_error"
+    assert set(response.get_json()["error"]["details"]) == fields
+
+
+def test_a_form_create_names_every_bad_field(client, caller):
+    response = client.post(
+        f"{API}/api_tokens", data={"name": "", "role": "superuser"}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 400
+    details = response.get_json()["error"]["details"]
+    assert set(details) == {"name", "role"}
+    assert details["name"] == "May not be empty."
+
+
+def test_a_name_is_trimmed_and_a_control_character_is_named(client, caller):
+    response = client.post(
+        f"{API}/api_tokens", json={"name": "  deploy  "}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 201
+    assert response.get_json()["name"] == "deploy"
+    response = client.post(f"{API}/api_tokens", json={"name": "a\tb"}, headers=bearer(caller[1]))
+    assert response.get_json()["error"]["details"] == {
+        "name": "May not contain control characters."
+    }
+
+
 def test_create_refuses_unknown_fields(client, caller):
     response = client.post(
         f"{API}/api_tokens", json={"name": "x", "admin": True}, headers=bearer(caller[1])
@@ -323,21 +371,107 @@ def test_update_refuses_unknown_fields_and_bad_values(client, org, caller, make_
     assert set(response.get_json()["error"]["details"]) == {"type", "active"}
 
 
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({"name": "", "role": "bogus"}, {"name", "role"}),
+        ({"name": "x" * 101, "active": "maybe"}, {"name", "active"}),
+        ({"name": " ", "scopes": ["tokens:write"]}, {"name", "scopes"}),  # the role it keeps
+        ({"role": "bogus", "expires_at": "2000-01-01T00:00:00Z"}, {"role", "expires_at"}),
+    ],
+)
+def test_update_names_every_bad_field(client, org, caller, make_token, body, fields):
+    token, _ = make_token(org, role="viewer")
+    response = client.patch(f"{API}/api_tokens/{token.id}", json=body, headers=bearer(caller[1]))
+    assert response.status_code == 400
+    assert set(response.get_json()["error"]["details"]) == fields
+
+
+def test_a_tokens_own_rate_limit_is_set_changed_reset_and_audited(
+    client, db, org, caller, make_token
+):
+    response = client.post(
+        f"{API}/api_tokens",
+        json={"name": "limited", "rate_limit": "100/minute;10/second"},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["rate_limit"] == "100/minute;10/second"
+    url = f"{API}/api_tokens/{body['id']}"
+    assert client.get(url, headers=bearer(caller[1])).get_json()["rate_limit"] == (
+        "100/minute;10/second"
+    )
+    changed = client.put(url, data={"rate_limit": "5 per 10 seconds"}, headers=bearer(caller[1]))
+    assert changed.get_json()["rate_limit"] == "5 per 10 seconds"
+    reset = client.patch(url, json={"rate_limit": None}, headers=bearer(caller[1]))
+    assert reset.get_json()["rate_limit"] is None  # the organization's default
+    events = db.session.scalars(
+        sa.select(AuditEvent)
+        .where(AuditEvent.target_id == body["id"], AuditEvent.action == "token.updated")
+        .order_by(AuditEvent.id)
+    ).all()
+    assert [e.details["rate_limit"] for e in events] == [
+        {"from": "100/minute;10/second", "to": "5 per 10 seconds"},
+        {"from": "5 per 10 seconds", "to": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["fast", "0/minute", "10/fortnight", "1/minute;", 100, "1/minute;0/second"]
+)
+def test_a_bad_rate_limit_is_named_with_the_other_bad_fields(
+    client, org, caller, make_token, value
+):
+    response = client.post(
+        f"{API}/api_tokens", json={"name": "", "rate_limit": value}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 400
+    assert set(response.get_json()["error"]["details"]) == {"name", "rate_limit"}
+    token, _ = make_token(org, name="kept")
+    response = client.patch(
+        f"{API}/api_tokens/{token.id}", json={"rate_limit": value}, headers=bearer(caller[1])
+    )
+    assert set(response.get_json()["error"]["details"]) == {"rate_limit"}
+
+
+def test_a_members_token_cannot_set_the_rate_limit_of_someone_elses_token(
+    client, org, make_member, make_token
+):
+    member = Actor(organization=org, membership=make_member(org, role="member"))
+    _, member_secret = make_token(org, member, name="member cli", role="writer")
+    others, _ = make_token(org, name="owners")
+    response = client.patch(
+        f"{API}/api_tokens/{others.id}", json={"rate_limit": "1/day"}, headers=bearer(member_secret)
+    )
+    assert response.status_code == 403
+    assert error_code(response) == "insufficient_scope"
+
+
 def test_update_unknown_id_is_404(client, caller):
     response = client.put(f"{API}/api_tokens/nope", json={"name": "x"}, headers=bearer(caller[1]))
     assert response.status_code == 404
     assert error_code(response) == "not_found"
 
 
-def test_update_a_revoked_token_is_refused(client, db, org, caller, make_token):
+@pytest.mark.parametrize(
+    "method, suffix, body",
+    [("patch", "", {"name": "back"}), ("put", "", {"active": True}), ("post", "/rotate", None)],
+)
+def test_changing_or_rotating_a_revoked_token_says_it_is_revoked(
+    client, db, org, caller, make_token, method, suffix, body
+):
     token, _ = make_token(org)
     token_service.revoke_token(token, owner_actor(org))
     db.session.commit()
-    response = client.patch(
-        f"{API}/api_tokens/{token.id}", json={"name": "back"}, headers=bearer(caller[1])
+    response = getattr(client, method)(
+        f"{API}/api_tokens/{token.id}{suffix}", json=body, headers=bearer(caller[1])
     )
     assert response.status_code == 400
     assert error_code(response) == "validation_error"
+    error = response.get_json()["error"]
+    assert set(error["details"]) == {"token_id"}
+    assert "revoked" in error["message"] and "revoked" in error["details"]["token_id"]
 
 
 # ---------------------------------------------------------------- revoke
@@ -372,6 +506,17 @@ def test_delete_by_name_revokes_the_live_token_or_404(client, db, org, caller, m
     response = client.delete(f"{API}/api_tokens?name=by%20name", headers=bearer(caller[1]))
     assert response.status_code == 404
     assert error_code(response) == "not_found"
+
+
+@pytest.mark.parametrize("by", ["id", "name"])
+def test_a_204_carries_no_content_type_and_no_body(client, org, caller, make_token, by):
+    token, _ = make_token(org, name="no content")
+    path = f"/api_tokens/{token.id}" if by == "id" else "/api_tokens?name=no%20content"
+    response = client.delete(f"{API}{path}", headers=bearer(caller[1]))
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+    assert response.get_data() == b""
+    assert "X-RateLimit-Limit" in response.headers
 
 
 def test_delete_by_name_needs_a_name(client, caller):
@@ -477,6 +622,21 @@ def test_a_viewer_token_cannot_write(client, org, make_token):
     ]:
         response = getattr(client, method)(f"{API}{path}", json=body, headers=bearer(viewer))
         assert response.status_code == 403, (method, path)
+        assert error_code(response) == "insufficient_scope"
+
+
+def test_permission_comes_before_validation(client, org, make_token):
+    """A viewer token is told 403, never what the key policy or the fields allow."""
+    target, _ = make_token(org, name="target")
+    _, viewer = make_token(org, name="viewer", role="viewer")
+    bad = {"name": "", "expires_in_days": 400, "colour": "red"}
+    for method, path, body in [
+        ("post", "/api_tokens", bad),
+        ("patch", f"/api_tokens/{target.id}", bad),
+        ("post", f"/api_tokens/{target.id}/rotate", {"grace_period_seconds": -1}),
+    ]:
+        response = getattr(client, method)(f"{API}{path}", json=body, headers=bearer(viewer))
+        assert response.status_code == 403, (method, path, response.get_data(as_text=True))
         assert error_code(response) == "insufficient_scope"
 
 

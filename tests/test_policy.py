@@ -68,6 +68,7 @@ def test_members_and_viewers_see_it_read_only_and_a_forged_post_is_403(client, d
         ("max_lifetime_days", "3651", "from 1 to 3,650"),
         ("rate_limit", "lots/minute", "Use the form"),
         ("rate_limit", "", "required"),
+        ("rate_limit", "1000/minute;0/second", "at least 1 request"),  # would shut all out
         ("webhook_url", "ftp://example.com/x", "http:// or https://"),
         ("webhook_url", "javascript:alert(1)", "http:// or https://"),
     ],

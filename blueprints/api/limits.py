@@ -1,5 +1,5 @@
-"""The last touch on every API response: rate limits for paths that match no route, and
-Retry-After only where it means something.
+"""The last touch on every API response: rate limits for paths that match no route,
+Retry-After only where it means something, and no Content-Type on a 204.
 
 Flask-Limiter checks limits per endpoint, and a path that matches no route (404, 405) has
 none; such requests still count against the caller's bucket and carry X-RateLimit-*.
@@ -35,6 +35,9 @@ def finish_api_response(response: Response) -> Response:
     if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
         # Flask's automatic answer is an empty text/html 200: say "nothing" plainly, with Allow.
         response.status_code = 204
+    if response.status_code == 204:
+        # No body, so no type: Flask labels even an empty answer text/html (werkzeug drops
+        # only its Content-Length).
         response.headers.pop("Content-Type", None)
     if response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)

@@ -94,7 +94,7 @@ def _ok(description: str, model: type[BaseModel] | None, **headers: Any) -> dict
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"$ref": f"#/components/responses/{ERRORS[code][0]}"} for code in codes}
+    return {code: {"$ref": f"#/components/responses/{ERRORS[code][0]}"} for code in sorted(codes)}
 
 
 TOKEN_ID = {
@@ -104,9 +104,17 @@ TOKEN_ID = {
     "schema": {"type": "string"},
     "description": "The token's public id.",
 }
-COMMON = ("401", "405", "429", "500")
-READ = ("400", "401", "403", "405", "429", "500")
-WRITE = ("400", "401", "403", "404", "405", "413", "415", "429", "500")
+# What any request may be answered, before a view runs: a malformed chunked body (400), a
+# method the path does not take, a body over 1 MiB (even on a GET), the limit, a bug.
+ANY = ("400", "405", "413", "429", "500")
+# With a token: its failures (401), a scope it lacks or an address outside its allowlist
+# (403), a query parameter the endpoint does not take (400), the database away (503).
+AUTHENTICATED = (*ANY, "401", "403", "503")
+ONE_TOKEN = (*AUTHENTICATED, "404")
+WITH_BODY = ("415",)  # only views that read a body care what it is
+
+
+UPDATE_SUMMARY = "Change what is sent: name, active, role, scopes, expiry, allowlist, rate limit."
 
 
 def _operation(summary: str, op_id: str, responses: dict[str, Any], **extra: Any):
@@ -120,14 +128,14 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "The calling token, its organization, environment, role and scopes.",
                 "whoami",
-                {"200": _ok("Who is calling.", schemas.WhoAmI), **_errors(*COMMON)},
+                {"200": _ok("Who is calling.", schemas.WhoAmI), **_errors(*AUTHENTICATED)},
             )
         },
         "/api_tokens": {
             "get": _operation(
                 "List the tokens of the calling token's environment.",
                 "listTokens",
-                {"200": _ok("A page of tokens.", schemas.TokenList), **_errors(*READ)},
+                {"200": _ok("A page of tokens.", schemas.TokenList), **_errors(*AUTHENTICATED)},
                 parameters=_query_parameters(schemas.TokenListQuery),
             ),
             "post": _operation(
@@ -142,14 +150,14 @@ def _paths() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         },
                     ),
-                    **_errors(*WRITE),
+                    **_errors(*AUTHENTICATED, *WITH_BODY),
                 },
                 requestBody=_body(schemas.TokenCreate),
             ),
             "delete": _operation(
                 "Revoke the live token with this name.",
                 "revokeTokenByName",
-                {"204": _ok("Revoked.", None), **_errors(*READ, "404")},
+                {"204": _ok("Revoked.", None), **_errors(*ONE_TOKEN)},
                 parameters=_query_parameters(schemas.DeleteByNameQuery),
             ),
         },
@@ -158,24 +166,24 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "One token's metadata.",
                 "getToken",
-                {"200": token_ok, **_errors(*READ, "404")},
+                {"200": token_ok, **_errors(*ONE_TOKEN)},
             ),
             "put": _operation(
-                "Change name, active, role, scopes or expires_at (what is sent).",
+                UPDATE_SUMMARY,
                 "replaceToken",
-                {"200": token_ok, **_errors(*WRITE)},
+                {"200": token_ok, **_errors(*ONE_TOKEN, *WITH_BODY)},
                 requestBody=_body(schemas.TokenUpdate),
             ),
             "patch": _operation(
-                "Change name, active, role, scopes or expires_at (what is sent).",
+                UPDATE_SUMMARY,
                 "updateToken",
-                {"200": token_ok, **_errors(*WRITE)},
+                {"200": token_ok, **_errors(*ONE_TOKEN, *WITH_BODY)},
                 requestBody=_body(schemas.TokenUpdate),
             ),
             "delete": _operation(
                 "Revoke the token, for good.",
                 "revokeToken",
-                {"204": _ok("Revoked.", None), **_errors(*READ, "404")},
+                {"204": _ok("Revoked.", None), **_errors(*ONE_TOKEN)},
             ),
         },
         "/api_tokens/{token_id}/rotate": {
@@ -183,7 +191,10 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "A new secret for the token; the old one works for the grace period.",
                 "rotateToken",
-                {"200": _ok("Rotated.", schemas.TokenWithSecret), **_errors(*WRITE)},
+                {
+                    "200": _ok("Rotated.", schemas.TokenWithSecret),
+                    **_errors(*ONE_TOKEN, *WITH_BODY),
+                },
                 requestBody=_body(schemas.TokenRotate, required=False),
             ),
         },
@@ -191,7 +202,10 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "The audit events of the calling token's environment, newest first.",
                 "listAuditEvents",
-                {"200": _ok("A page of events.", schemas.AuditEventList), **_errors(*READ)},
+                {
+                    "200": _ok("A page of events.", schemas.AuditEventList),
+                    **_errors(*AUTHENTICATED),
+                },
                 parameters=_query_parameters(schemas.AuditListQuery),
             )
         },
@@ -202,11 +216,15 @@ def _paths() -> dict[str, Any]:
                 "reportLeaks",
                 {
                     "200": _ok("Received.", schemas.LeakReportResult),
-                    **_errors("400", "405", "413", "415", "429", "500"),
+                    **_errors(*ANY, *WITH_BODY, "503"),
                 },
                 requestBody={
                     "required": True,
-                    "content": {"application/json": {"schema": _ref(schemas.LeakReport)}},
+                    "content": {
+                        "application/json": {
+                            "schema": {"oneOf": [_ref(m) for m in schemas.LEAK_REPORT_SHAPES]}
+                        }
+                    },
                 },
                 security=[],
             )
@@ -221,7 +239,7 @@ def _paths() -> dict[str, Any]:
                         "headers": {**RATE_HEADERS},
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
-                    **_errors("405", "429", "500"),
+                    **_errors(*ANY),
                 },
                 security=[],
             )

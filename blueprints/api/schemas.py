@@ -1,20 +1,36 @@
 """What the API accepts and answers, as pydantic models: the same models validate requests
 and generate the OpenAPI document (openapi.py). Every request model refuses unknown fields.
 
-Types and bounds live here; the rules themselves (names, roles against scopes, expiry
-policy, ceilings) live in services/tokens.py, which these inputs are handed to.
+Types, bounds and patterns live here, so the document shows them; the rules themselves
+(names, roles against scopes, expiry policy, ceilings) live in services/tokens.py. The
+validators here call those rules (with the organization and token as context), so a request
+hears of every bad field at once; the service checks again for the pages and the CLI.
 """
 
 from __future__ import annotations
 
-import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from models import SCOPES, TOKEN_ROLES, TOKEN_TYPES
+from models import SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
+from services import leaks, policy
+from services import tokens as token_service
 from services.errors import ValidationFailed
+from services.secrets import TOKEN_REGEX
 from services.tokens import MAX_GRACE_SECONDS, NAME_MAX
 
 Environment = Literal["sandbox", "production"]
@@ -24,6 +40,50 @@ TokenType = Literal[TOKEN_TYPES]  # type: ignore[valid-type]
 Status = Literal["active", "inactive", "expired", "revoked"]
 MAX_PAGE = 100
 MAX_OFFSET = 2**31 - 1
+EXPIRY_FIELDS = ("expires_at", "expires_in_days")
+
+# Unicode's control characters (category Cc), as a character class that JSON Schema,
+# Python and pydantic's own regex engine all read alike.
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*$"
+# A name, once trimmed: not blank, no control characters (services.tokens.normalize_name
+# also refuses invisible formatting characters, which no portable pattern can list).
+NAME_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+# A whole secret, as secret scanners find it (services.secrets.TOKEN_PATTERN in free text).
+SECRET_PATTERN = f"^{TOKEN_REGEX}$"
+# A rate limit in the plain form of Flask-Limiter's syntax ("100/minute;10/second",
+# "5 per 10 seconds"), each amount at least 1.
+_ONE_LIMIT = (
+    r"[1-9][0-9]{0,8}(?: ?/ ?| per )(?:[1-9][0-9]{0,4} ?)?"
+    r"(?:second|minute|hour|day|month|year)s?"
+)
+RATE_LIMIT_PATTERN = rf"^{_ONE_LIMIT}(?: ?[;,|] ?{_ONE_LIMIT})*$"
+# What a field whose pattern does not match is told, instead of the pattern itself.
+PATTERN_MESSAGES = {
+    RATE_LIMIT_PATTERN: "Use Flask-Limiter's form, e.g. “100/minute;10/second”: each limit "
+    "a number of at least 1, a slash (or “per”) and second, minute, hour, day, month or year.",
+    PRINTABLE_PATTERN: "May not contain control characters.",
+    NAME_PATTERN: "May not contain control characters.",
+    SECRET_PATTERN: "Does not match the Keysmith token pattern.",
+}
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What the rules that depend on state need (the validation context): the caller's
+    organization, for its key policy, and for a change the token being changed."""
+
+    organization: Organization
+    token: ApiToken | None = None
+
+
+def _field_error(rule: Callable[[], Any]) -> Any:
+    """Run a rule of services/tokens.py; its message becomes this field's error, so a
+    request hears of every bad field at once instead of the service's after the types'."""
+    try:
+        return rule()
+    except ValidationFailed as exc:
+        raise ValueError(next(iter(exc.details.values()), exc.message)) from None
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -36,30 +96,112 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("Date is out of range.") from exc
 
 
-def _printable(value: str) -> str:
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError("May not contain control characters.")
+def _expiry_allowed(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    if isinstance(info.context, Checks):
+        _field_error(lambda: token_service.check_expiry(info.context.organization, value))
     return value
 
 
+def _days_allowed(days: int, info: ValidationInfo) -> int:
+    _expiry_allowed(token_service.expiry_from_days(days), info)
+    return days
+
+
+def _scopes_fit_role(scopes: list[str] | None, role: str | None) -> list[str] | None:
+    if scopes and role is not None:
+        _field_error(
+            lambda: token_service.normalize_scopes(scopes, token_service.normalize_role(role))
+        )
+    return scopes
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
-Text = Annotated[str, AfterValidator(_printable)]
+Text = Annotated[str, Field(pattern=PRINTABLE_PATTERN)]
 DateTimeText = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-
-
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN
+    ),
+    AfterValidator(lambda name: _field_error(lambda: token_service.normalize_name(name))),
+    Field(
+        description=f"1-{NAME_MAX} characters once trimmed, without control or invisible "
+        "formatting characters; unique among the live tokens of the environment."
+    ),
+]
+ExpiresAt = Annotated[
+    UtcDatetime | None,
+    AfterValidator(_expiry_allowed),
+    Field(
+        description="ISO 8601; without a zone, UTC. In the future, within the key policy's "
+        "maximum lifetime; null means never, where the policy allows it."
+    ),
+]
+ExpiresInDays = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=policy.MAX_LIFETIME_DAYS[1],
+        description="Days from now, at most the key policy's maximum lifetime.",
+    ),
+    AfterValidator(_days_allowed),
+]
+IpEntry = Annotated[
+    str,
+    Field(
+        max_length=64,
+        # What the document can say of it; an IPv6 range (2001:db8::/32) is accepted too.
+        json_schema_extra={
+            "anyOf": [
+                {"format": "ipv4"},
+                {"format": "ipv6"},
+                {
+                    "pattern": r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
+                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(?:3[0-2]|[12]?[0-9])$"
+                },
+            ]
+        },
+    ),
+]
 AllowedIps = Annotated[
-    list[Annotated[str, Field(max_length=64)]] | None,
+    list[IpEntry] | None,
     Field(
         default=None,
         max_length=50,
         description="Addresses or CIDR ranges the token may be used from; "
         "null or empty means anywhere.",
     ),
+    AfterValidator(lambda value: _field_error(lambda: token_service.parse_allowlist(value))),
 ]
+RateLimit = Annotated[
+    Annotated[
+        str,
+        Field(
+            max_length=policy.RATE_LIMIT_MAX,
+            pattern=RATE_LIMIT_PATTERN,
+            examples=["100/minute;10/second"],
+        ),
+    ]
+    | None,
+    AfterValidator(lambda value: _field_error(lambda: token_service.normalize_rate_limit(value))),
+    Field(
+        description="The token's own rate limit, in Flask-Limiter's syntax; null means its "
+        "organization's default (the key policy)."
+    ),
+]
+SCOPES_DESCRIPTION = (
+    "Narrows the role; empty means all the role allows. "
+    "Only scopes of the role: a viewer has no tokens:write."
+)
 
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def conflicts(cls, data: dict[str, Any]) -> dict[str, str]:
+        """Fields that may not be sent together, as {field: what is wrong}."""
+        return {}
 
 
 # ---------------------------------------------------------------- requests
@@ -68,31 +210,59 @@ class _Input(BaseModel):
 class TokenCreate(_Input):
     """Create a token. Without `expires_at` or `expires_in_days` it expires in 90 days
     (or the policy's maximum lifetime, if shorter); `expires_at: null` means never,
-    where the policy allows it."""
+    where the policy allows it. Give at most one of the two."""
 
-    name: str = Field(description=f"1-{NAME_MAX} characters, unique among live tokens.")
-    role: Role = "viewer"
-    scopes: list[Scope] | None = Field(
-        default=None, description="Narrows the role; empty means all the role allows."
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": list(EXPIRY_FIELDS),
+                "properties": {field: {"not": {"type": "null"}} for field in EXPIRY_FIELDS},
+            }
+        }
     )
+
+    name: Name
+    role: Role = "viewer"
+    scopes: list[Scope] | None = Field(default=None, description=SCOPES_DESCRIPTION)
     type: TokenType = "generic"
     environment: Environment | None = Field(
         default=None, description="Defaults to the calling token's; may not differ from it."
     )
-    expires_at: UtcDatetime | None = None
-    expires_in_days: int | None = Field(default=None, ge=1, le=36500)
+    expires_at: ExpiresAt = None
+    expires_in_days: ExpiresInDays | None = None
     allowed_ips: AllowedIps = None
+    rate_limit: RateLimit = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes_of_the_role(cls, scopes: list[str] | None, info: ValidationInfo):
+        return _scopes_fit_role(scopes, info.data.get("role"))
+
+    @classmethod
+    def conflicts(cls, data: dict[str, Any]) -> dict[str, str]:
+        if all(data.get(field) is not None for field in EXPIRY_FIELDS):
+            return dict.fromkeys(EXPIRY_FIELDS, "Give expires_at or expires_in_days, not both.")
+        return {}
 
 
 class TokenUpdate(_Input):
     """Change any of these; what is not sent stays as it is (PUT and PATCH alike)."""
 
-    name: str | None = None
+    name: Name | None = None
     active: bool | None = None
     role: Role | None = None
-    scopes: list[Scope] | None = None
-    expires_at: UtcDatetime | None = None
+    scopes: list[Scope] | None = Field(default=None, description=SCOPES_DESCRIPTION)
+    expires_at: ExpiresAt = None
     allowed_ips: AllowedIps = None
+    rate_limit: RateLimit = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes_of_the_role(cls, scopes: list[str] | None, info: ValidationInfo):
+        role = info.data.get("role")
+        if role is None and isinstance(info.context, Checks) and info.context.token is not None:
+            role = info.context.token.role  # the role it keeps
+        return _scopes_fit_role(scopes, role)
 
 
 class TokenRotate(_Input):
@@ -146,6 +316,9 @@ class Token(BaseModel):
     revoked_at: DateTimeText | None
     created_by: str
     allowed_ips: list[str] | None
+    rate_limit: str | None = Field(
+        description="The token's own rate limit; null: its organization's default applies."
+    )
     href: str
 
 
@@ -198,15 +371,69 @@ class WhoAmI(BaseModel):
     token: Token
     organization: WhoAmIOrganization
     environment: Environment
-    role: Literal[TOKEN_ROLES]  # type: ignore[valid-type]
+    role: Literal[TOKEN_ROLES] = Field(  # type: ignore[valid-type]
+        description="The token's own role, as stored."
+    )
+    effective_role: Literal[TOKEN_ROLES] | None = Field(  # type: ignore[valid-type]
+        description="The role it acts with now: its own, lowered to what its creator's "
+        "current role allows (a token never does more than its creator may)."
+    )
     scopes: list[Scope] = Field(description="What the token may do now.")
     created_by: str
+
+
+LeakedSecret = Annotated[
+    str,
+    Field(
+        max_length=leaks.MAX_LENGTH,
+        pattern=SECRET_PATTERN,
+        description="A string that looks like a Keysmith token (docs/security.md).",
+    ),
+]
+LeakedSecrets = Annotated[list[LeakedSecret], Field(min_length=1, max_length=leaks.MAX_REPORTED)]
 
 
 class LeakReport(_Input):
     """Strings that look like Keysmith tokens (the regular expression in docs/security.md)."""
 
-    tokens: list[Annotated[str, Field(max_length=200)]] = Field(min_length=1, max_length=100)
+    tokens: LeakedSecrets
+
+
+class LeakList(RootModel[LeakedSecrets]):
+    """The same strings as a bare JSON list."""
+
+
+class SecretScanningMatch(_Input):
+    """One match as GitHub's secret scanning partner program reports it; only `token` is
+    used, the other fields are accepted and ignored."""
+
+    token: LeakedSecret
+    type: str | None = Field(default=None, max_length=200)
+    url: str | None = Field(default=None, max_length=2048)
+    source: str | None = Field(default=None, max_length=200)
+
+
+class SecretScanningReport(
+    RootModel[
+        Annotated[list[SecretScanningMatch], Field(min_length=1, max_length=leaks.MAX_REPORTED)]
+    ]
+):
+    """GitHub's secret scanning format: a bare JSON list of matches."""
+
+
+LEAK_REPORT_SHAPES = (LeakReport, LeakList, SecretScanningReport)
+
+
+def leaked_secrets(data: Any) -> list[str]:
+    """The strings of a leak report in any of its shapes, or ValidationFailed."""
+    if isinstance(data, list) and any(isinstance(item, dict) for item in data):
+        if not all(isinstance(item, dict) for item in data):
+            message = "Send a list of strings or a list of matches, not a mix of the two."
+            raise ValidationFailed(details={"body": message})
+        return [match.token for match in parse(SecretScanningReport, data).root]
+    if isinstance(data, list):
+        return parse(LeakList, data).root
+    return parse(LeakReport, data).tokens
 
 
 class LeakReportResult(BaseModel):
@@ -224,7 +451,7 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, LeakReport)
+REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, *LEAK_REPORT_SHAPES)
 RESPONSE_MODELS = (
     Token,
     TokenWithSecret,
@@ -250,16 +477,27 @@ def _message(error: dict[str, Any]) -> str:
         return "Unknown field."
     if error["type"] == "missing":
         return "This field is required."
+    if error["type"] == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get(error["ctx"]["pattern"], str(error["msg"]))
+    if error["type"] == "string_too_short" and error["ctx"]["min_length"] == 1:
+        return "May not be empty."
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 
 
-def parse(model: type[_Input], data: dict[str, Any]) -> Any:
-    """Validate into `model`, or ValidationFailed naming each bad field."""
+def parse(model: type[BaseModel], data: Any, *, checks: Checks | None = None) -> Any:
+    """Validate into `model`, or ValidationFailed naming each bad field. With `checks`, the
+    rules that depend on the organization or the token (expiry policy, scopes of the role
+    kept) run too, beside the others."""
+    details: dict[str, str] = {}
     try:
-        return model.model_validate(data)
+        result = model.model_validate(data, context=checks)
     except ValidationError as exc:
-        details: dict[str, str] = {}
         for error in exc.errors():
             details.setdefault(_field_of(error["loc"]), _message(error))
-        raise ValidationFailed(details=details) from None
+    if issubclass(model, _Input):
+        for field, message in model.conflicts(data).items():
+            details.setdefault(field, message)
+    if details:
+        raise ValidationFailed(details=details)
+    return result

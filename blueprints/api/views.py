@@ -27,6 +27,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 LIST_FIELDS = ("scopes", "allowed_ips")
 # Reports from secret scanners, per client address (they send no token).
 LEAK_RATE_LIMIT = "60/minute;10/second"
+# What a change may set to null: never expires, all of the role, anywhere, the default.
+NULLABLE_CHANGES = ("expires_at", "scopes", "allowed_ips", "rate_limit")
 # In a form an empty value means "not set" (or, for expires_at, "never"); a name stays text.
 KEEP_EMPTY = ("name",)
 
@@ -65,8 +67,9 @@ def _form_to_dict(form: MultiDict[str, str]) -> dict[str, Any]:
     return data
 
 
-def request_data() -> dict[str, Any]:
-    """The body as a dict, from JSON or a form; {} when there is no body."""
+def request_data(*, allow_list: bool = False) -> Any:
+    """The body as a dict (or, with `allow_list`, a JSON list), from JSON or a form; {} when
+    there is no body."""
     if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
         raw = request.get_data(cache=True)
         if not raw.strip():
@@ -77,8 +80,11 @@ def request_data() -> dict[str, Any]:
             raise ValidationFailed(
                 "The body is not valid JSON.", details={"body": "Malformed JSON."}
             ) from None
+        if isinstance(data, list) and allow_list:
+            return data
         if not isinstance(data, dict):
-            raise ValidationFailed(details={"body": "Send a JSON object."})
+            wanted = "a JSON object or list" if allow_list else "a JSON object"
+            raise ValidationFailed(details={"body": f"Send {wanted}."})
         return data
     if request.mimetype in FORM_TYPES:
         return _form_to_dict(request.form)
@@ -118,6 +124,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
         "revoked_at": _iso(token.revoked_at),
         "created_by": token.created_by_label,
         "allowed_ips": list(token.allowed_ips) if token.allowed_ips else None,
+        "rate_limit": token.rate_limit,
         "href": url_for("api.get_token", token_id=token.id, _external=True),
     }
     if secret is not None:
@@ -181,6 +188,7 @@ def whoami():
             ),
             environment=token.environment,
             role=token.role,
+            effective_role=token_service.effective_role(actor),
             scopes=sorted(actor.scopes),
             created_by=token.created_by_label,
         ).model_dump()
@@ -217,9 +225,6 @@ def get_token(token_id: str):
 
 
 def _expiry(body: schemas.TokenCreate, actor: Actor) -> datetime | None:
-    if body.expires_at is not None and body.expires_in_days is not None:
-        message = "Give expires_at or expires_in_days, not both."
-        raise ValidationFailed(details={"expires_at": message, "expires_in_days": message})
     if body.expires_in_days is not None:
         return token_service.expiry_from_days(body.expires_in_days)
     if "expires_at" in body.model_fields_set:
@@ -230,7 +235,10 @@ def _expiry(body: schemas.TokenCreate, actor: Actor) -> datetime | None:
 @bp.post("/api_tokens")
 def create_token():
     actor = current_api_actor()
-    body = schemas.parse(schemas.TokenCreate, request_data())
+    token_service.require_may_create(actor)  # permission first: no policy in messages
+    body = schemas.parse(
+        schemas.TokenCreate, request_data(), checks=schemas.Checks(actor.organization)
+    )
     token, secret = token_service.create_token(
         actor.organization,
         actor,
@@ -241,6 +249,7 @@ def create_token():
         type=body.type,
         expires_at=_expiry(body, actor),
         allowed_ips=body.allowed_ips,
+        rate_limit=body.rate_limit,
     )
     db.session.commit()
     response = with_secret(token_json(token, secret), 201)
@@ -252,11 +261,14 @@ def create_token():
 def update_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
-    body = schemas.parse(schemas.TokenUpdate, request_data())
+    token_service.require_manage(actor, token)
+    body = schemas.parse(
+        schemas.TokenUpdate, request_data(), checks=schemas.Checks(actor.organization, token)
+    )
     changes = {
         field: getattr(body, field)
         for field in body.model_fields_set
-        if getattr(body, field) is not None or field in ("expires_at", "scopes", "allowed_ips")
+        if getattr(body, field) is not None or field in NULLABLE_CHANGES
     }
     token_service.update_token(token, actor, **changes)
     db.session.commit()
@@ -286,6 +298,7 @@ def revoke_token_by_name():
 def rotate_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    token_service.require_manage(actor, token)
     body = schemas.parse(schemas.TokenRotate, request_data())
     secret = token_service.rotate_token(token, actor, grace_seconds=body.grace_period_seconds)
     db.session.commit()
@@ -313,11 +326,12 @@ def list_audit_events():
 def report_leaks():
     """Secret scanners report strings that look like our tokens; no authentication.
 
-    Live matches are revoked. The answer is counts only, never which string matched.
+    `{"tokens": [...]}`, a bare list of the strings, or GitHub's list of matches. Live
+    matches are revoked. The answer is counts only, never which string matched.
     """
-    body = schemas.parse(schemas.LeakReport, request_data())
+    reported = schemas.leaked_secrets(request_data(allow_list=True))
     report = leaks.report_leaks(
-        body.tokens, ip=request.remote_addr, user_agent=request.user_agent.string or None
+        reported, ip=request.remote_addr, user_agent=request.user_agent.string or None
     )
     db.session.commit()
     return jsonify(schemas.LeakReportResult(**asdict(report)).model_dump())
