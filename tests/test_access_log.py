@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from hot_path_support import gunicorn
 
 from services import secrets as token_secrets
@@ -22,17 +25,23 @@ def _get(url: str) -> None:
         urllib.request.urlopen(url, timeout=5).close()  # noqa: S310 - our own local server
 
 
-def test_the_access_log_redacts_secrets_in_paths_and_queries(tmp_path):
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    """The environment of a gunicorn serving a freshly migrated SQLite file, no Redis."""
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'ks.db'}",
-        "SECRET_KEY": "access-log-test",
+        "SECRET_KEY": "gunicorn-test",
     }
     env.pop("REDIS_URL", None)
     subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
         cwd=ROOT, env=env, check=True, capture_output=True,
     )  # fmt: skip
+    return env
+
+
+def test_the_access_log_redacts_secrets_in_paths_and_queries(tmp_path, env):
     log = tmp_path / "access.log"
     secret = token_secrets.new_secret("production", token_secrets.new_token_id())
     with gunicorn(
@@ -46,21 +55,8 @@ def test_the_access_log_redacts_secrets_in_paths_and_queries(tmp_path):
     assert secret not in text and secret[:30] not in text
 
 
-def test_an_enormous_token_in_each_header_gets_the_json_401_from_gunicorn(tmp_path):
+def test_an_enormous_token_in_each_header_gets_the_json_401_from_gunicorn(tmp_path, env):
     """gunicorn.conf.py lets a 60 KB header through, so Keysmith answers it (SPEC §4)."""
-    import base64
-    import json
-
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'ks.db'}",
-        "SECRET_KEY": "big-header-test",
-    }
-    env.pop("REDIS_URL", None)
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
     huge = "ks_sbx_" + "A" * 45_000  # base64 makes the Basic header 60 KB
     basic = "Basic " + base64.b64encode(f"x:{huge}".encode()).decode()
     with gunicorn(env, "-w", "1", log_path=tmp_path / "server.log") as base:
