@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import wraps
 from typing import Any
 
@@ -224,36 +225,30 @@ def init_app(app: Flask) -> None:
     def csrf_error(error: CSRFError):
         if _wants_json():
             return _api_error(error)
-        return render_template(
-            "errors/error.html",
-            title="Your form expired",
-            message="This form was missing its security token or it had expired. "
+        return _error_page(
+            "Your form expired",
+            "This form was missing its security token or it had expired. "
             "Go back, reload the page and try again.",
-        ), 400
+            400,
+        )
 
     @app.errorhandler(DomainError)
     def domain_error(error: DomainError):
         if _wants_json():
             return _api_error(error)
-        return render_template(
-            "errors/error.html", title=_TITLES.get(error.status, "Error"), message=error.message
-        ), error.status
+        return _error_page(_TITLES.get(error.status, "Error"), error.message, error.status)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if _wants_json():
             return _api_error(error)
-        response = error.get_response()
-        body = render_template(
-            "errors/error.html",
-            title=_TITLES.get(error.code or 500, error.name),
-            message=error.description
-            if error.code in (403, 429)
-            else _MESSAGES.get(error.code or 500, error.description),
+        code = error.code or 500
+        message = (
+            error.description if code in (403, 429) else _MESSAGES.get(code, error.description)
         )
-        response.set_data(body)
-        response.mimetype = "text/html"
-        return response
+        kept = ("Allow", "Retry-After", "WWW-Authenticate")
+        headers = {k: v for k, v in error.get_response().headers.items() if k in kept}
+        return _error_page(_TITLES.get(code, error.name), message, code, headers)
 
     @app.errorhandler(DataError)
     def unstorable_value(error: DataError):
@@ -263,12 +258,12 @@ def init_app(app: Flask) -> None:
         db.session.rollback()
         if _wants_json():
             return _api_error(ValidationFailed("A value in the request cannot be stored."))
-        return render_template(
-            "errors/error.html",
-            title="Bad request",
-            message="A value you sent cannot be stored (it may hold a control character). "
+        return _error_page(
+            "Bad request",
+            "A value you sent cannot be stored (it may hold a control character). "
             "Nothing was changed; go back, correct it and try again.",
-        ), 400
+            400,
+        )
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
@@ -276,19 +271,10 @@ def init_app(app: Flask) -> None:
         app.logger.error(
             "Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__
         )
-        db.session.rollback()
         if _wants_json():
+            _forget_session_state()
             return _api_error(error)
-        return (
-            render_template(
-                "errors/error.html",
-                title="Unavailable",
-                message="Keysmith cannot reach its database just now. Nothing was changed; "
-                "try again in a moment.",
-            ),
-            503,
-            {"Retry-After": "5"},
-        )
+        return _database_down_page()
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
@@ -296,11 +282,41 @@ def init_app(app: Flask) -> None:
         db.session.rollback()
         if _wants_json():
             return _api_error(error)
-        return render_template(
-            "errors/error.html",
-            title="Something went wrong",
-            message="An unexpected error happened. Nothing you typed was saved; please try again.",
-        ), 500
+        return _error_page(
+            "Something went wrong",
+            "An unexpected error happened. Nothing you typed was saved; please try again.",
+            500,
+        )
+
+
+_DATABASE_DOWN = (
+    "Keysmith cannot reach its database just now. Nothing was changed; try again in a moment."
+)
+
+
+def _error_page(title: str, message: str, status: int, headers: dict | None = None):
+    """An error page with the site's layout. The layout reads the signed-in person from the
+    database; if that is gone too, the answer is the 503 page, never a bare 500."""
+    try:
+        body = render_template("errors/error.html", title=title, message=message)
+    except (OperationalError, InterfaceError):
+        return _database_down_page()
+    return body, status, headers or {}
+
+
+def _forget_session_state() -> None:
+    """Roll back a broken transaction and treat the visitor as signed out for the rest of
+    the request, so nothing else tries the database."""
+    with contextlib.suppress(Exception):  # the connection may be gone with the database
+        db.session.rollback()
+    g._login_user = login_manager.anonymous_user()
+    g.membership = None
+
+
+def _database_down_page():
+    _forget_session_state()
+    body = render_template("errors/error.html", title="Unavailable", message=_DATABASE_DOWN)
+    return body, 503, {"Retry-After": "5"}
 
 
 def _api_error(error: Exception):

@@ -752,6 +752,10 @@ def create_token_from_form(
         )
     except ValidationFailed as exc:
         details = {**exc.details, **details}
+    if "role" not in details:  # a role above one's ceiling is said beside the others
+        ceiling = _role_ceiling_message(actor, normalize_role(role))
+        if ceiling is not None:
+            details["role"] = ceiling
     if details:
         raise ValidationFailed(details=details)
     return create_token(

@@ -63,7 +63,7 @@ document.addEventListener("htmx:load", (event) => {
   if (panel) panel.scrollIntoView({ block: "start" });
   const revoked = elt.matches && elt.matches("tr.status-revoked") ? elt.id.replace("token-", "") : null;
   const stale = revoked && document.querySelector(`#secret-panel[data-token-id="${revoked}"]`);
-  if (stale) stale.replaceChildren();
+  if (stale) stale.replaceWith(Object.assign(document.createElement("div"), { id: "secret-panel" }));
 });
 
 document.documentElement.classList.remove("no-js");

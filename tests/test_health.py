@@ -1,3 +1,8 @@
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def test_healthz_answers_ok_when_the_database_answers(client):
     response = client.get("/healthz")
     assert response.status_code == 200
@@ -47,3 +52,41 @@ def test_pages_answer_503_not_500_when_the_database_is_gone(tmp_path):
     assert "cannot reach its database" in response.get_data(as_text=True)
     api = client.get("/api/v1/whoami", headers={"Authorization": "Bearer ks_sbx_x"})
     assert api.status_code in (401, 503) and api.is_json
+
+
+def test_a_signed_in_person_gets_the_503_page_when_the_database_goes(tmp_path):
+    """The layout reads the signed-in person from the database: when it is gone, the error
+    page must not need it (a bare 500 otherwise)."""
+    from flask_migrate import upgrade
+    from hot_path_support import worker_config
+
+    from app import create_app
+    from extensions import db
+    from services import accounts
+    from tests.conftest import PASSWORD, Client
+
+    database = tmp_path / "gone.db"
+    app = create_app(
+        worker_config(f"sqlite:///{database}", WTF_CSRF_ENABLED=False),
+        instance_path=str(tmp_path / "inst"),
+    )
+    app.test_client_class = Client
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        accounts.sign_up(
+            email="ada@example.com", password=PASSWORD, name="Ada", organization="Acme",
+            default_rate_limit="10/second",
+        )  # fmt: skip
+        db.session.commit()
+        client = app.test_client()
+        signed_in = client.post("/login", data={"email": "ada@example.com", "password": PASSWORD})
+        assert signed_in.status_code == 302
+        for path in database.parent.glob("gone.db*"):
+            path.unlink()
+        db.engine.dispose()  # new connections find an empty file: no tables
+        for url in ("/connections/api-tokens", "/connections/audit-log", "/settings/members"):
+            response = client.get(url)
+            assert response.status_code == 503, url
+            assert "cannot reach its database" in response.get_data(as_text=True)
+        posted = client.post("/connections/api-tokens", data={"name": "x"})
+        assert posted.status_code == 503

@@ -419,6 +419,10 @@ def test_member_is_offered_at_most_writer_and_a_forged_admin_is_an_inline_error(
         assert response.status_code == 400
         assert re.search(r'class="field has-error">\s*<label for="role"', html)
         assert "at most the writer role" in html and 'value="CI deploys"' in html
+    # Beside the other wrong fields, not after them.
+    response = client.form(PAGE, create_form(role="admin", name=""), page=PAGE)
+    html = response.get_data(as_text=True)
+    assert "at most the writer role" in html and "Name is required" in html
     assert live_tokens(db) == []
 
 

@@ -122,7 +122,7 @@ def test_token_life_with_htmx(page, shot, environment):
     expect(revoked.get_by_text("Revoked", exact=True)).to_be_visible()
     expect(revoked.get_by_label("Actions for Deploy bot 2")).to_have_count(0)
     # The rotated secret still on screen belonged to it: its panel closes, the count follows.
-    expect(page.locator("#new-secret")).to_have_count(0)
+    expect(page.locator("#secret-panel.secret-panel")).to_have_count(0)
     expect(page.locator("#live-count")).to_have_text(f"0 live tokens in {environment}")
     assert page.evaluate("window.stillThisPage") is True
     shot(page, "revoked")
