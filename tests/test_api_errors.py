@@ -166,3 +166,53 @@ def test_options_is_an_empty_204_with_allow_and_rate_limit_headers(client, secre
     assert "GET" in response.headers["Allow"] and "POST" in response.headers["Allow"]
     assert "text/html" not in response.headers.get("Content-Type", "")
     assert "X-RateLimit-Limit" in response.headers
+
+
+@pytest.mark.parametrize("value", ["Basic \u00e9", "Basic d\u00e9", "Basic \u00ff\u00fe"])
+def test_a_basic_header_with_non_ascii_bytes_is_401_invalid_token(client, value):
+    response = client.get(f"{API}/whoami", headers={"Authorization": value})
+    _assert_json_error(response, 401, "invalid_token")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api_tokens", {"name": "a", "expires_in_days": True}, "expires_in_days"),
+        ("/api_tokens", {"name": "a", "active": "yes"}, "active"),
+        ("/api_tokens/{id}", {"active": "yes"}, "active"),
+        ("/api_tokens/{id}", {"active": 0}, "active"),
+        ("/api_tokens/{id}/rotate", {"grace_period_seconds": True}, "grace_period_seconds"),
+    ],
+)
+def test_json_bodies_have_the_documented_types(client, make_org, make_token, path, body, field):
+    """JSON says true or 30; "yes", 0 and true-for-a-number are refused, not guessed at."""
+    org = make_org()
+    _, secret = make_token(org, name="caller")
+    target, _ = make_token(org, name="target")
+    method = client.patch if path == "/api_tokens/{id}" else client.post
+    response = method(f"{API}{path.format(id=target.id)}", json=body, headers=bearer(secret))
+    _assert_json_error(response, 400, "validation_error")
+    assert field in response.get_json()["error"]["details"]
+
+
+def test_a_form_still_says_false_as_text(client, make_org, make_token):
+    org = make_org()
+    _, secret = make_token(org, name="caller")
+    target, _ = make_token(org, name="target")
+    response = client.put(
+        f"{API}/api_tokens/{target.id}", data={"active": "false"}, headers=bearer(secret)
+    )
+    assert response.status_code == 200 and response.get_json()["active"] is False
+
+
+def test_multipart_bodies_are_415(client, secret):
+    response = client.post(
+        f"{API}/api_tokens", data={"name": "x"}, headers=bearer(secret),
+        content_type="multipart/form-data",
+    )  # fmt: skip
+    _assert_json_error(response, 415, "unsupported_media_type")
+
+
+def test_a_leak_report_as_a_form_is_415(client):
+    response = client.post(f"{API}/leaks", data={"tokens": "ks_sbx_x"})
+    _assert_json_error(response, 415, "unsupported_media_type")

@@ -38,7 +38,10 @@ def presented_secret() -> str | None:
     None when no credentials are sent at all; "" when a header is there but unreadable.
     """
     if request.headers.get("Authorization"):
-        auth = request.authorization
+        try:
+            auth = request.authorization
+        except (ValueError, UnicodeError):  # e.g. non-ASCII bytes where base64 should be
+            return ""
         if auth is None:
             return ""
         if auth.type == "bearer":

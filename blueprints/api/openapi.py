@@ -172,13 +172,13 @@ def _paths() -> dict[str, Any]:
                 UPDATE_SUMMARY,
                 "replaceToken",
                 {"200": token_ok, **_errors(*ONE_TOKEN, *WITH_BODY)},
-                requestBody=_body(schemas.TokenUpdate),
+                requestBody=_body(schemas.TokenUpdate, required=False),
             ),
             "patch": _operation(
                 UPDATE_SUMMARY,
                 "updateToken",
                 {"200": token_ok, **_errors(*ONE_TOKEN, *WITH_BODY)},
-                requestBody=_body(schemas.TokenUpdate),
+                requestBody=_body(schemas.TokenUpdate, required=False),
             ),
             "delete": _operation(
                 "Revoke the token, for good.",

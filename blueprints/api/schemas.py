@@ -9,6 +9,7 @@ hears of every bad field at once; the service checks again for the pages and the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -485,13 +486,19 @@ def _message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def parse(model: type[BaseModel], data: Any, *, checks: Checks | None = None) -> Any:
+def parse(
+    model: type[BaseModel], data: Any, *, checks: Checks | None = None, strict: bool = False
+) -> Any:
     """Validate into `model`, or ValidationFailed naming each bad field. With `checks`, the
     rules that depend on the organization or the token (expiry policy, scopes of the role
-    kept) run too, beside the others."""
+    kept) run too, beside the others. `strict` for a JSON body: its types are the
+    document's (true, not "yes"; 30, not true); a form's strings are converted."""
     details: dict[str, str] = {}
     try:
-        result = model.model_validate(data, context=checks)
+        if strict:  # JSON mode: ISO strings still make datetimes
+            result = model.model_validate_json(json.dumps(data), strict=True, context=checks)
+        else:
+            result = model.model_validate(data, context=checks)
     except ValidationError as exc:
         for error in exc.errors():
             details.setdefault(_field_of(error["loc"]), _message(error))

@@ -23,7 +23,7 @@ from services import tokens as token_service
 from services.actor import Actor
 from services.errors import Forbidden, ValidationFailed
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_TYPES = ("application/x-www-form-urlencoded",)  # what the document lists
 LIST_FIELDS = ("scopes", "allowed_ips")
 # Reports from secret scanners, per client address (they send no token).
 LEAK_RATE_LIMIT = "60/minute;10/second"
@@ -67,10 +67,14 @@ def _form_to_dict(form: MultiDict[str, str]) -> dict[str, Any]:
     return data
 
 
-def request_data(*, allow_list: bool = False) -> Any:
-    """The body as a dict (or, with `allow_list`, a JSON list), from JSON or a form; {} when
-    there is no body."""
-    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+def is_json() -> bool:
+    return request.mimetype == "application/json" or request.mimetype.endswith("+json")
+
+
+def request_data(*, allow_list: bool = False, forms: bool = True) -> Any:
+    """The body as a dict (or, with `allow_list`, a JSON list), from JSON or (with `forms`)
+    a form; {} when there is no body."""
+    if is_json():
         raw = request.get_data(cache=True)
         if not raw.strip():
             return {}
@@ -86,7 +90,7 @@ def request_data(*, allow_list: bool = False) -> Any:
             wanted = "a JSON object or list" if allow_list else "a JSON object"
             raise ValidationFailed(details={"body": f"Send {wanted}."})
         return data
-    if request.mimetype in FORM_TYPES:
+    if forms and request.mimetype in FORM_TYPES:
         return _form_to_dict(request.form)
     if not request.mimetype and not request.content_length and not request.get_data():
         return {}
@@ -237,7 +241,10 @@ def create_token():
     actor = current_api_actor()
     token_service.require_may_create(actor)  # permission first: no policy in messages
     body = schemas.parse(
-        schemas.TokenCreate, request_data(), checks=schemas.Checks(actor.organization)
+        schemas.TokenCreate,
+        request_data(),
+        checks=schemas.Checks(actor.organization),
+        strict=is_json(),
     )
     token, secret = token_service.create_token(
         actor.organization,
@@ -263,7 +270,10 @@ def update_token(token_id: str):
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
     token_service.require_manage(actor, token)
     body = schemas.parse(
-        schemas.TokenUpdate, request_data(), checks=schemas.Checks(actor.organization, token)
+        schemas.TokenUpdate,
+        request_data(),
+        checks=schemas.Checks(actor.organization, token),
+        strict=is_json(),
     )
     changes = {
         field: getattr(body, field)
@@ -299,7 +309,7 @@ def rotate_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
     token_service.require_manage(actor, token)
-    body = schemas.parse(schemas.TokenRotate, request_data())
+    body = schemas.parse(schemas.TokenRotate, request_data(), strict=is_json())
     secret = token_service.rotate_token(token, actor, grace_seconds=body.grace_period_seconds)
     db.session.commit()
     return with_secret(token_json(token, secret), 200)
@@ -329,7 +339,7 @@ def report_leaks():
     `{"tokens": [...]}`, a bare list of the strings, or GitHub's list of matches. Live
     matches are revoked. The answer is counts only, never which string matched.
     """
-    reported = schemas.leaked_secrets(request_data(allow_list=True))
+    reported = schemas.leaked_secrets(request_data(allow_list=True, forms=False))
     report = leaks.report_leaks(
         reported, ip=request.remote_addr, user_agent=request.user_agent.string or None
     )
