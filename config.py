@@ -52,6 +52,10 @@ class Config:
         self.TOKEN_HMAC_OLD_KEYS = [
             k.strip() for k in env.get("TOKEN_HMAC_OLD_KEYS", "").split(",") if k.strip()
         ]
+        # Webhook notices are signed with a secret derived per organization from this key.
+        # Pin it (to the old TOKEN_HMAC_KEY) before rotating that key, so receivers keep theirs.
+        # Unset: TOKEN_HMAC_KEY (services/hygiene.py reads it then).
+        self.WEBHOOK_SIGNING_KEY = env.get("WEBHOOK_SIGNING_KEY") or None
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None

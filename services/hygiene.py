@@ -79,8 +79,11 @@ def counts(organization: Organization, environment: str, now: datetime) -> dict[
 
 
 def webhook_secret(organization: Organization) -> str:
-    """The key an organization's webhook receiver verifies our signature with."""
-    key = current_app.config["TOKEN_HMAC_KEY"].encode()
+    """The key an organization's webhook receiver verifies our signature with: derived from
+    WEBHOOK_SIGNING_KEY (by default TOKEN_HMAC_KEY), never stored, so a stolen database
+    cannot forge notices."""
+    config = current_app.config
+    key = (config.get("WEBHOOK_SIGNING_KEY") or config["TOKEN_HMAC_KEY"]).encode()
     return hmac.new(key, f"keysmith webhook {organization.id}".encode(), hashlib.sha256).hexdigest()
 
 

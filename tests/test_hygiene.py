@@ -115,3 +115,14 @@ def test_unused_and_expiring_predicates(db, make_org, make_token):
         sa.select(ApiToken.name).where(hygiene.unused_filter(now + timedelta(days=31)))
     )
     assert sorted(unused) == ["far"]  # `token` was used on day 20
+
+
+def test_the_webhook_secret_survives_a_token_key_rotation_when_pinned(app, make_org):
+    org = make_org()
+    before = hygiene.webhook_secret(org)
+    old_key = app.config["TOKEN_HMAC_KEY"]
+    app.config.update(TOKEN_HMAC_KEY="a-new-key", TOKEN_HMAC_OLD_KEYS=[old_key])
+    app.config["WEBHOOK_SIGNING_KEY"] = old_key  # docs/security.md, step 0
+    assert hygiene.webhook_secret(org) == before
+    app.config["WEBHOOK_SIGNING_KEY"] = "a-new-key"
+    assert hygiene.webhook_secret(org) != before
