@@ -96,3 +96,10 @@ def test_expiring_command_reports_counts(app, make_org, make_token):
     result = _run(app, "expiring")
     assert result.exit_code == 0 and result.output.startswith("1 token(s)")
     assert _run(app, "expiring").output.startswith("0 token(s)")
+
+
+def test_expiring_exits_non_zero_when_a_webhook_notice_did_not_arrive(app, make_org, make_token):
+    org = make_org(webhook_url="http://127.0.0.1:9/nothing-listens")
+    make_token(org, expires_in_days=2)
+    result = _run(app, "expiring")
+    assert result.exit_code == 1 and "0 of 1 webhook notice(s) delivered" in result.output
