@@ -8,8 +8,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from extensions import db
-from models import ENVIRONMENTS, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
-from services import accounts, hygiene, tokens
+from models import ENVIRONMENTS, ROLES, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
+from services import accounts, hygiene, members, tokens
 from services.actor import Actor, system_actor
 from services.errors import DomainError
 
@@ -181,6 +181,103 @@ def revoke_token(org_id, token_id):
         _fail(exc)
     db.session.commit()
     click.echo(f"Revoked {token.id} ({token.name}).")
+
+
+members_cli = AppGroup("members", help="Change a member's role or remove them.")
+keysmith.add_command(members_cli)
+
+
+def _membership(organization: Organization, email: str) -> Membership:
+    membership = db.session.scalar(
+        sa.select(Membership)
+        .join(Membership.user)
+        .where(
+            Membership.organization_id == organization.id,
+            User.email == accounts.normalize_email(email),
+        )
+    )
+    if membership is None:
+        raise click.ClickException(f"No member {email} in organization {organization.id}.")
+    return membership
+
+
+def _show_stake(stake: members.TokensAtStake, keep: set[str]) -> None:
+    """What the change revokes, as the removal dialog lists it."""
+    for token in stake.created:
+        click.echo(f"revoke\tcreated\t{token.id}\t{token.environment}\t{token.name}")
+    for token in stake.held:
+        verb = "keep" if token.id in keep else "revoke"
+        click.echo(f"{verb}\tholds-secret\t{token.id}\t{token.environment}\t{token.name}")
+    if not stake.all:
+        click.echo("No token is affected.")
+
+
+def _checked_keep(stake: members.TokensAtStake, keep: tuple[str, ...]) -> set[str]:
+    held = {t.id for t in stake.held}
+    unknown = [k for k in keep if k not in held]
+    if unknown:
+        raise click.ClickException(
+            f"--keep {unknown[0]}: only tokens whose secrets they hold may be kept "
+            "(the tokens they created are always revoked)."
+        )
+    return set(keep)
+
+
+_KEEP = click.option(
+    "--keep",
+    multiple=True,
+    metavar="TOKEN_ID",
+    help="A token whose secret they hold that stays live (audited); repeatable.",
+)
+_YES = click.option("--yes", is_flag=True, help="Do it without asking.")
+
+
+@members_cli.command("remove")
+@click.option("--org", "org_id", type=int, required=True, help="Organization id.")
+@click.argument("email")
+@_KEEP
+@_YES
+def remove_member(org_id: int, email: str, keep: tuple[str, ...], yes: bool) -> None:
+    """Remove EMAIL: revoke the tokens they created and those whose secrets they hold."""
+    organization = _organization(org_id)
+    member = _membership(organization, email)
+    stake = members.tokens_at_stake(member)
+    kept = _checked_keep(stake, keep)
+    _show_stake(stake, kept)
+    if not yes:
+        click.confirm(f"Remove {member.user.email} from {organization.name}?", abort=True)
+    try:
+        revoked = members.remove_member(member, _cli_actor(organization), keep=kept)
+    except DomainError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(f"Removed {email}; {len(revoked)} token(s) revoked, {len(kept)} kept.")
+
+
+@members_cli.command("set-role")
+@click.option("--org", "org_id", type=int, required=True, help="Organization id.")
+@click.argument("email")
+@click.argument("role", type=click.Choice(ROLES))
+@_KEEP
+@_YES
+def set_role(org_id: int, email: str, role: str, keep: tuple[str, ...], yes: bool) -> None:
+    """Give EMAIL another ROLE; a demotion revokes what the new role could not have done."""
+    organization = _organization(org_id)
+    member = _membership(organization, email)
+    stake = members.tokens_at_stake(member, new_role=role)
+    if members.is_demotion(member, role):
+        kept = _checked_keep(stake, keep)
+        _show_stake(stake, kept)
+        if stake.all and not yes:
+            click.confirm(f"Make {member.user.email} {role} and revoke these?", abort=True)
+    else:
+        kept = set()
+    try:
+        members.change_role(member, _cli_actor(organization), role=role, keep=kept)
+    except DomainError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(f"{email} is now {role}.")
 
 
 @keysmith.command("expiring")

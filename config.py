@@ -9,6 +9,8 @@ import secrets
 from pathlib import Path
 
 DEFAULT_RATE_LIMIT = "1000/minute;100/second"
+# The operator's ceiling: no organization's policy (so no token) may allow more.
+DEFAULT_RATE_LIMIT_MAX = "6000/minute;300/second"
 
 
 def _instance_secret(instance_path: Path, filename: str) -> str:
@@ -65,6 +67,7 @@ class Config:
         # Redis unreachable: each worker counts in its own memory until it answers again.
         self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
         self.RATE_LIMIT_DEFAULT = env.get("RATE_LIMIT_DEFAULT") or DEFAULT_RATE_LIMIT
+        self.RATE_LIMIT_MAX = env.get("RATE_LIMIT_MAX") or DEFAULT_RATE_LIMIT_MAX
         self.BCRYPT_LOG_ROUNDS = int(env.get("BCRYPT_LOG_ROUNDS", "12"))
         self.LOGIN_THROTTLE = env.get("LOGIN_THROTTLE", "10 per 15 minutes")
         self.MAX_CONTENT_LENGTH = 1024 * 1024

@@ -47,6 +47,12 @@ class TokenState:
         return self.revoked_at is not None
 
     @property
+    def created_by_type(self) -> str:
+        """`token` when a token made it through the API, else `user` (a person, or the CLI
+        on a person's behalf)."""
+        return "token" if self.created_by_token_id is not None else "user"
+
+    @property
     def effective_scopes(self) -> frozenset[str]:
         allowed = ROLE_SCOPES[self.role]
         return allowed & frozenset(self.scopes) if self.scopes else allowed
@@ -101,11 +107,22 @@ class ApiToken(TokenState, Base):
     created_by_token_id: Mapped[str | None] = mapped_column(sa.String(32))
     created_by_label: Mapped[str] = mapped_column(sa.String(254))
 
+    # Who was shown the current secret, and the previous one still inside its grace: the
+    # person, or the token through which it was asked for (SPEC §1: removal revokes them).
+    secret_shown_to_user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id"), index=True
+    )
+    secret_shown_to_token_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    previous_secret_shown_to_user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id"), index=True
+    )
+    previous_secret_shown_to_token_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+
     rate_limit: Mapped[str | None] = mapped_column(sa.String(200))  # per-token override
     allowed_ips: Mapped[list[str] | None] = mapped_column(sa.JSON)  # addresses and CIDR ranges
 
     organization: Mapped[Organization] = relationship()
-    created_by_user: Mapped[User | None] = relationship()
+    created_by_user: Mapped[User | None] = relationship(foreign_keys=[created_by_user_id])
 
     def __repr__(self) -> str:
         return f"<ApiToken {self.id}>"

@@ -26,6 +26,9 @@ class Actor:
     user_agent: str | None = None
     # How a system actor (no person, no token) is named in the audit log: "cli", "leak report".
     system_label: str = "system"
+    # The token authenticated with its previous secret, still inside its rotation grace:
+    # it may read, never change (SPEC §2).
+    previous_secret: bool = False
 
     @property
     def user(self) -> User | None:
@@ -59,6 +62,8 @@ class Actor:
         allowed = MEMBER_SCOPES[self.membership.role]
         if self.token is not None:
             allowed = allowed & self.token.effective_scopes
+        if self.previous_secret:
+            allowed = frozenset(scope for scope in allowed if scope.endswith(":read"))
         return allowed
 
     def has_scope(self, scope: str) -> bool:

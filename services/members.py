@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -134,13 +135,174 @@ def live_token_counts(organization: Organization, now: datetime | None = None) -
 
 
 def tokens_created_by(member: Membership) -> list[ApiToken]:
-    """The member's tokens that removal revokes: every one not revoked yet, expired included."""
+    """The member's tokens that removal revokes: every one not revoked yet, expired included
+    (tokens their tokens made count as theirs)."""
     return list(
         db.session.scalars(
             token_service.tokens_of(member.organization).where(
                 ApiToken.created_by_user_id == member.user_id, ApiToken.revoked_at.is_(None)
             )
         )
+    )
+
+
+# A chain of tokens made or rotated through tokens is followed this many links deep.
+HOLDER_CHAIN_MAX = 20
+
+
+def secrets_held_by(member: Membership, *, now: datetime | None = None) -> list[ApiToken]:
+    """Live tokens, other than their own, whose current secret (or previous one, still in
+    its grace) was shown to this member: they created or rotated it, or it was made or
+    rotated through a token whose secret they hold (followed link by link)."""
+    now = now or utcnow()
+    live = token_service.tokens_of(member.organization).where(ApiToken.revoked_at.is_(None))
+    in_grace = ApiToken.previous_secret_expires_at > now
+    own = {t.id for t in tokens_created_by(member)}
+    found = {
+        t.id: t
+        for t in db.session.scalars(
+            live.where(
+                sa.or_(
+                    ApiToken.secret_shown_to_user_id == member.user_id,
+                    sa.and_(ApiToken.previous_secret_shown_to_user_id == member.user_id, in_grace),
+                )
+            )
+        )
+    }
+    frontier = set(found) | own
+    seen = set(frontier)
+    for _ in range(HOLDER_CHAIN_MAX):
+        if not frontier:
+            break
+        more = list(
+            db.session.scalars(
+                live.where(
+                    sa.or_(
+                        ApiToken.secret_shown_to_token_id.in_(frontier),
+                        sa.and_(ApiToken.previous_secret_shown_to_token_id.in_(frontier), in_grace),
+                    ),
+                    ApiToken.id.not_in(seen),
+                )
+            )
+        )
+        frontier = {t.id for t in more}
+        seen |= frontier
+        found.update((t.id, t) for t in more)
+    held = [t for t in found.values() if t.id not in own]
+    return sorted(held, key=lambda t: (t.created_at, t.id), reverse=True)
+
+
+@dataclass(frozen=True)
+class TokensAtStake:
+    """What removing (or demoting) a member revokes: the tokens they created, always, and
+    the other live tokens whose secrets they hold, unless the remover keeps some."""
+
+    created: list[ApiToken]
+    held: list[ApiToken]
+
+    @property
+    def all(self) -> list[ApiToken]:
+        return [*self.created, *self.held]
+
+
+def tokens_at_stake(
+    member: Membership, *, new_role: str | None = None, now: datetime | None = None
+) -> TokensAtStake:
+    """For a removal (`new_role` None), or a demotion to `new_role`: what that role could
+    not have done. A viewer makes no tokens; a member makes none above writer and rotates
+    only their own, so holds no one else's secret; owners and admins may do all of it."""
+    created, held = tokens_created_by(member), secrets_held_by(member, now=now)
+    if new_role is None or new_role == "viewer":
+        return TokensAtStake(created, held)
+    if new_role == "member":
+        ceiling = token_service.TOKEN_ROLE_RANK[token_service.MEMBER_TOKEN_CEILING["member"]]
+        above = [t for t in created if token_service.TOKEN_ROLE_RANK[t.role] > ceiling]
+        return TokensAtStake(above, held)
+    return TokensAtStake([], [])
+
+
+def _settle_tokens(
+    member: Membership,
+    actor: Actor,
+    stake: TokensAtStake,
+    keep: Collection[str],
+    *,
+    why: str,
+    now: datetime,
+) -> list[ApiToken]:
+    """Revoke the tokens at stake (those the member created always; the held ones unless
+    kept), auditing each revocation and each kept token with the reason."""
+    revoked = []
+    for token in stake.created:
+        token_service.revoke_token(token, actor, reason=f"member_{why}", now=now)
+        revoked.append(token)
+    for token in stake.held:
+        if token.id in keep:
+            audit.record(
+                actor,
+                "token.kept",
+                environment=token.environment,
+                target_type="token",
+                target_id=token.id,
+                target_label=token.name,
+                details={
+                    "reason": f"secret_holder_{why}",
+                    "holder": member.user.email,
+                    "kept_by": actor.label,
+                },
+            )
+            continue
+        token_service.revoke_token(token, actor, reason=f"secret_holder_{why}", now=now)
+        revoked.append(token)
+    return revoked
+
+
+def _cancel_invites_beyond(
+    member: Membership, actor: Actor, new_role: str | None, *, why: str, now: datetime
+) -> list[Invite]:
+    """Pending invites the member sent that they could no longer send: all of them when
+    removed or no longer a manager, else those for a role above their new one."""
+    pending = list(
+        db.session.scalars(
+            pending_invites(member.organization, now).where(Invite.invited_by_id == member.user_id)
+        )
+    )
+    cancelled = []
+    for record in pending:
+        if new_role in MANAGER_ROLES and ROLE_RANK[record.role] <= ROLE_RANK[new_role]:
+            continue
+        record.cancelled_at = now
+        audit.record(
+            actor,
+            "invite.cancelled",
+            target_type="invite",
+            target_id=record.id,
+            target_label=record.email,
+            details={
+                "role": record.role,
+                "reason": f"inviter_{why}",
+                "invited_by": member.user.email,
+            },
+        )
+        cancelled.append(record)
+    return cancelled
+
+
+def inviter_may_still_invite(invite_: Invite) -> bool:
+    """Is the person who sent this invite still a member who could send it now? (An invite
+    from someone removed or demoted since is void, even if it escaped cancellation.)"""
+    if invite_.invited_by_id is None:
+        return True  # sent by the system (the CLI)
+    inviter = db.session.scalar(
+        sa.select(Membership).where(
+            Membership.organization_id == invite_.organization_id,
+            Membership.user_id == invite_.invited_by_id,
+        )
+    )
+    return (
+        inviter is not None
+        and inviter.role in MANAGER_ROLES
+        and ROLE_RANK[invite_.role] <= ROLE_RANK[inviter.role]
     )
 
 
@@ -315,6 +477,8 @@ def invite_for_link(secret: str, *, now: datetime | None = None) -> Invite:
         raise InviteGone("This invitation was cancelled. Ask for a new one.")
     if found.expires_at <= now:
         raise InviteGone("This invitation has expired. Invitations last 7 days; ask for a new one.")
+    if not inviter_may_still_invite(found):
+        raise InviteGone("This invitation was withdrawn: whoever sent it can no longer invite.")
     return found
 
 
@@ -421,8 +585,22 @@ def _refuse_losing_last_owner(member: Membership) -> None:
         )
 
 
-def change_role(member: Membership, actor: Actor, *, role: object) -> Membership:
-    """Give a member another role, within what the actor may grant; audited."""
+def is_demotion(member: Membership, role: object) -> bool:
+    return role in ROLE_RANK and ROLE_RANK[role] < member.rank  # type: ignore[index]
+
+
+def change_role(
+    member: Membership,
+    actor: Actor,
+    *,
+    role: object,
+    keep: Collection[str] = (),
+    now: datetime | None = None,
+) -> Membership:
+    """Give a member another role, within what the actor may grant; audited. A demotion
+    revokes what the new role could not have done (tokens_at_stake; held tokens listed in
+    `keep` stay, audited) and cancels invites the member could no longer send."""
+    now = now or utcnow()
     _require_act_on(actor, member)
     if member.organization_id != actor.organization.id:
         raise NotFound("No such member in this organization.")
@@ -432,23 +610,40 @@ def change_role(member: Membership, actor: Actor, *, role: object) -> Membership
     if member.role == "owner":
         _refuse_losing_last_owner(member)
     old_role = member.role
+    revoked: list[ApiToken] = []
+    cancelled: list[Invite] = []
+    if is_demotion(member, new_role):
+        stake = tokens_at_stake(member, new_role=new_role, now=now)
+        revoked = _settle_tokens(member, actor, stake, keep, why="demoted", now=now)
+        cancelled = _cancel_invites_beyond(member, actor, new_role, why="demoted", now=now)
     member.role = new_role
+    details: dict = {"role": {"from": old_role, "to": new_role}}
+    if revoked:
+        details["revoked_tokens"] = [t.id for t in revoked]
+    if cancelled:
+        details["cancelled_invites"] = [i.id for i in cancelled]
     audit.record(
         actor,
         "member.role_changed",
         target_type="member",
         target_id=member.id,
         target_label=member.user.email,
-        details={"role": {"from": old_role, "to": new_role}},
+        details=details,
     )
     db.session.flush()
     return member
 
 
 def remove_member(
-    member: Membership, actor: Actor, *, now: datetime | None = None
+    member: Membership,
+    actor: Actor,
+    *,
+    keep: Collection[str] = (),
+    now: datetime | None = None,
 ) -> list[ApiToken]:
-    """Revoke every token the member created (each audited), then end the membership.
+    """Revoke every token the member created and every other live token whose secret they
+    hold, except held ones listed in `keep` (each revocation and each kept token audited);
+    cancel the invites they sent; then end the membership.
 
     Returns the tokens revoked. The member's next request no longer sees the organization,
     since the current membership is re-read on every request.
@@ -458,9 +653,9 @@ def remove_member(
     if member.organization_id != actor.organization.id:
         raise NotFound("No such member in this organization.")
     _refuse_losing_last_owner(member)
-    revoked = tokens_created_by(member)
-    for token in revoked:
-        token_service.revoke_token(token, actor, reason="member_removed", now=now)
+    stake = tokens_at_stake(member, now=now)
+    revoked = _settle_tokens(member, actor, stake, keep, why="removed", now=now)
+    cancelled = _cancel_invites_beyond(member, actor, None, why="removed", now=now)
     email, role, member_id = member.user.email, member.role, member.id
     db.session.delete(member)
     audit.record(
@@ -469,7 +664,12 @@ def remove_member(
         target_type="member",
         target_id=member_id,
         target_label=email,
-        details={"role": role, "revoked_tokens": [t.id for t in revoked]},
+        details={
+            "role": role,
+            "revoked_tokens": [t.id for t in revoked],
+            "kept_tokens": [t.id for t in stake.held if t.id in keep],
+            "cancelled_invites": [i.id for i in cancelled],
+        },
     )
     db.session.flush()
     return revoked

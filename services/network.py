@@ -56,3 +56,30 @@ def ip_allowed(allowed: list[str] | tuple[str, ...] | None, ip: str | None) -> b
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
     return any(address in network for network in _networks(tuple(allowed)))
+
+
+def _plain(network: ipaddress.IPv4Network | ipaddress.IPv6Network):
+    """An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) as the IPv4 range it is."""
+    if (
+        isinstance(network, ipaddress.IPv6Network)
+        and network.network_address.ipv4_mapped
+        and network.prefixlen >= 96
+    ):
+        mapped = network.network_address.ipv4_mapped
+        return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
+def allowlist_within(inner: list[str] | tuple[str, ...] | None, outer: list[str] | tuple[str, ...]):
+    """Is every address `inner` allows also allowed by `outer`? No allowlist (None, empty)
+    allows every address, so it is within no allowlist at all."""
+    if not inner:
+        return False
+    bounds = [_plain(n) for n in _networks(tuple(outer))]
+    for network in (_plain(n) for n in _networks(tuple(inner))):
+        if not any(
+            network.version == bound.version and network.subnet_of(bound)  # type: ignore[arg-type]
+            for bound in bounds
+        ):
+            return False
+    return True

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask import current_app
 from limits import parse_many
 
 from extensions import db
@@ -82,9 +85,80 @@ def check_rate_limit(text: str) -> str:
 
 
 def normalize_rate_limit(value: object) -> str:
+    """The policy's default rate limit: well formed and within the operator's maximum."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed(details={"rate_limit": "A default rate limit is required."})
-    return check_rate_limit(value.strip())
+    text = check_rate_limit(value.strip())
+    ceiling = operator_max()
+    if not rate_limit_within(text, ceiling):
+        raise ValidationFailed(
+            details={"rate_limit": f"At most the operator's maximum, {ceiling} (RATE_LIMIT_MAX)."}
+        )
+    return text
+
+
+# ---------------------------------------------------------------- rate limit ceilings
+
+
+@lru_cache(maxsize=4096)
+def _windows(text: str) -> tuple[tuple[int, float], ...]:
+    """(amount, window seconds) of each limit in `text`; () if it does not parse."""
+    try:
+        return tuple((item.amount, float(item.get_expiry())) for item in parse_many(text))
+    except ValueError:
+        return ()
+
+
+def _most_within(windows: tuple[tuple[int, float], ...], seconds: float) -> float:
+    """The most requests these limits let through in any `seconds`-long stretch."""
+    most = math.inf
+    for amount, window in windows:
+        most = min(most, amount * math.ceil(seconds / window) if window <= seconds else amount)
+    return most
+
+
+@lru_cache(maxsize=4096)
+def rate_limit_within(limit: str, ceiling: str) -> bool:
+    """Does `limit` never let through more than `ceiling` would, over each of the ceiling's
+    windows? ("5/minute" is within "1000/minute;100/second"; "100/day" is not within
+    "5/minute", since all 100 may come in one minute.) An unreadable ceiling bounds nothing;
+    an unreadable limit is never within one."""
+    bounds = _windows(ceiling)
+    if not bounds:
+        return True
+    windows = _windows(limit)
+    if not windows:
+        return False
+    return all(_most_within(windows, seconds) <= amount for amount, seconds in bounds)
+
+
+def operator_max() -> str:
+    """RATE_LIMIT_MAX: no organization's policy, and so no token, goes above it."""
+    return current_app.config["RATE_LIMIT_MAX"]
+
+
+def token_rate_limit(own: str | None, organization: str | None) -> str:
+    """The limit a token with this own limit gets in an organization with this policy."""
+    config = current_app.config
+    return bounded_rate_limit(
+        own, organization, config["RATE_LIMIT_MAX"], config["RATE_LIMIT_DEFAULT"]
+    )
+
+
+@lru_cache(maxsize=4096)
+def bounded_rate_limit(
+    own: str | None, organization: str | None, maximum: str, default: str | None = None
+) -> str:
+    """The limit a token gets: its own if within its organization's policy, else the
+    policy's (`default` where the policy has none), which itself holds only within the
+    operator's maximum. A policy lowered after a token was given its own limit lowers that
+    token at once."""
+    policy_limit = next((x for x in (organization, default) if x and _windows(x)), None)
+    if policy_limit is None or not rate_limit_within(policy_limit, maximum):
+        policy_limit = maximum
+    if own and _windows(own) and rate_limit_within(own, policy_limit):
+        return own
+    return policy_limit
 
 
 def normalize_webhook_url(value: object) -> str | None:

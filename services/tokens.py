@@ -28,8 +28,10 @@ from models import (
     ApiToken,
     Organization,
     TokenUsage,
+    User,
     utcnow,
 )
+from models.token import TokenState
 from services import audit, policy, token_cache
 from services import secrets as token_secrets
 from services.actor import Actor
@@ -43,10 +45,13 @@ from services.errors import (
     ValidationFailed,
 )
 from services.hygiene import expiring_filter, unused_filter
-from services.network import parse_allowlist
+from services.network import allowlist_within, parse_allowlist
 from services.token_cache import VerifiedToken
 
 NAME_MAX = 100
+# A token name that reads as an email address would pass for a person wherever a token's
+# creator is shown (SPEC §2: created_by says whether a person or a token made it).
+_EMAIL_LIKE = re.compile(r"[^\s@]@[^\s@]+\.[^\s@]")
 EXPIRY_CHOICES_DAYS = (30, 60, 90, 180, 365)
 GRACE_CHOICES_SECONDS = (0, 3600, 86400, 7 * 86400)
 MAX_GRACE_SECONDS = 7 * 86400
@@ -335,6 +340,12 @@ def normalize_name(value: object) -> str:
         raise ValidationFailed(details={"name": f"Name must be at most {NAME_MAX} characters."})
     if any(unicodedata.category(ch).startswith("C") for ch in name):
         raise ValidationFailed(details={"name": "Name may not contain control characters."})
+    if _EMAIL_LIKE.search(unicodedata.normalize("NFKC", name)):
+        raise ValidationFailed(
+            details={
+                "name": "A token's name may not be an email address: it would read as a person."
+            }
+        )
     return name
 
 
@@ -494,6 +505,18 @@ def _collect(*checks: Any) -> list[Any]:
 
 # ---------------------------------------------------------------- permissions
 
+READ_ONLY_MESSAGE = (
+    "This is the token's previous secret, still inside its rotation grace: it may read, "
+    "but not change anything. Use the current secret."
+)
+
+
+def _refuse_previous_secret(actor: Actor) -> None:
+    """SPEC §2: a previous secret inside its grace reads; every change is refused."""
+    if actor.previous_secret:
+        message = READ_ONLY_MESSAGE
+        raise Forbidden(message, details={"previous_secret": message})
+
 
 def may_create(actor: Actor) -> bool:
     """May this actor create tokens at all? (Viewers may not; SPEC §1.)"""
@@ -501,20 +524,23 @@ def may_create(actor: Actor) -> bool:
 
 
 def require_may_create(actor: Actor) -> None:
+    _refuse_previous_secret(actor)
     if not may_create(actor):
         raise Forbidden("You may not create or change tokens.")
 
 
 def _require_write(actor: Actor, environment: str) -> None:
+    _refuse_previous_secret(actor)
     if not actor.has_scope("tokens:write"):
         raise Forbidden("You may not create or change tokens.")
     if actor.token is not None and actor.token.environment != environment:
-        raise Forbidden(f"A {actor.token.environment} token acts only in its own environment.")
+        message = f"A {actor.token.environment} token acts only in its own environment."
+        raise Forbidden(message, details={"environment": message})
 
 
 def can_manage(actor: Actor, token: ApiToken) -> bool:
     """May this actor rotate, rename, suspend, resume or revoke this token? (SPEC §1)"""
-    if not actor.has_scope("tokens:write"):
+    if actor.previous_secret or not actor.has_scope("tokens:write"):
         return False
     if actor.token is not None and actor.token.environment != token.environment:
         return False
@@ -542,6 +568,7 @@ def _above_caller(actor: Actor, token: ApiToken) -> bool:
 def _require_manage(actor: Actor, token: ApiToken) -> None:
     if actor.token is not None and actor.token.environment != token.environment:
         raise NotFound("No such token.")
+    _refuse_previous_secret(actor)
     if _above_caller(actor, token):
         raise Forbidden(
             f"A {actor.token.role} token cannot change a token with more power than its own."
@@ -589,10 +616,187 @@ def _check_role_ceiling(actor: Actor, role: str) -> None:
         raise Forbidden(message, details={"role": message})
 
 
-def _check_scope_ceiling(actor: Actor, role: str, scopes: list[str]) -> None:
+# ---------------------------------------------------------------- the delegation ceiling
+#
+# SPEC §2 "Delegation never widens": whatever creates or changes a token gives it no more
+# than it has itself, in role and scopes, environment, expiry, IP allowlist and rate limit.
+# `check_ceiling` is the one rule; create, update, rotate (and so the page, the API, the
+# CLI and bulk actions, which all call those) go through it.
+
+
+def caller_rate_limit(actor: Actor) -> str:
+    """The rate limit the actor works under: a token's own (bounded by its organization's
+    policy and the operator's maximum), else the policy's for people and the system."""
+    own = actor.token.rate_limit if actor.token is not None else None
+    return policy.token_rate_limit(own, actor.organization.rate_limit)
+
+
+def policy_rate_limit(organization: Organization) -> str:
+    """The organization's default limit, never above the operator's maximum."""
+    return policy.token_rate_limit(None, organization.rate_limit)
+
+
+def may_set_rate_limit(actor: Actor) -> bool:
+    """Only owners and admins set a token's own limit (SPEC §2): people with those roles,
+    the system, and tokens that act with the admin role for one of them."""
+    if not actor.manages_all_tokens:
+        return False
+    return actor.token is None or effective_role(actor) == "admin"
+
+
+def _expiry_ceiling(actor: Actor, expires_at: datetime | None, target: TokenState | None):
+    if actor.token is None:
+        return None  # people: the key policy bounds expiry (check_expiry)
+    own = actor.token.expires_at
+    if own is not None and (expires_at is None or expires_at > own):
+        return f"A token cannot give an expiry later than its own ({_iso(own)})."
+    if (
+        target is not None
+        and target.expires_at is not None
+        and (expires_at is None or expires_at > target.expires_at)
+    ):
+        return "A token may shorten a token's expiry, never lengthen or remove it."
+    return None
+
+
+def _allowlist_ceiling(actor: Actor, allowed_ips: list[str] | None, target: TokenState | None):
+    if actor.token is None:
+        return None  # people may set any allowlist on the tokens they manage
+    own = actor.token.allowed_ips
+    if own and not allowlist_within(allowed_ips, own):
+        return (
+            "A token confined to an IP allowlist can give only addresses inside its own: "
+            + ", ".join(own)
+            + "."
+        )
+    if (
+        target is not None
+        and target.allowed_ips
+        and not allowlist_within(allowed_ips, target.allowed_ips)
+    ):
+        return "A token may narrow a token's IP allowlist, never widen or remove it."
+    return None
+
+
+def _rate_limit_ceiling(
+    actor: Actor,
+    organization: Organization,
+    rate_limit: str | None,
+    target: TokenState | None,
+    *,
+    chosen: bool,
+):
+    if chosen and (rate_limit is not None or target is not None) and not may_set_rate_limit(actor):
+        return "Only owners and admins set a token's own rate limit."
+    ceiling = policy_rate_limit(organization)
+    if rate_limit is not None and not policy.rate_limit_within(rate_limit, ceiling):
+        return f"At most the organization's policy limit, {ceiling}."
+    if actor.token is not None:
+        given = rate_limit or ceiling  # none of its own: the policy's applies
+        own = caller_rate_limit(actor)
+        if not policy.rate_limit_within(given, own):
+            return f"A token cannot give a rate limit above its own ({own})."
+    return None
+
+
+def check_ceiling(
+    actor: Actor,
+    organization: Organization,
+    *,
+    role: str,
+    scopes: list[str],
+    environment: str,
+    expires_at: datetime | None | _Unset = UNSET,
+    allowed_ips: list[str] | None | _Unset = UNSET,
+    rate_limit: str | None | _Unset = UNSET,
+    rate_limit_chosen: bool = True,
+    target: TokenState | None = None,
+) -> None:
+    """Forbidden (403 insufficient_scope), naming each dimension in `details`, unless the
+    token that would result stays within what the actor has. `target` is the token being
+    changed (None: a new one); UNSET means "this dimension does not change".
+
+    - role and scopes: never above the actor (a member's token at most writer; a token
+      never grants what it lacks);
+    - environment: a token acts only in its own;
+    - expiry: a token's child expires no later than the token, and a token may shorten,
+      never lengthen or remove, an expiry;
+    - allowlist: a confined token gives only addresses inside its allowlist, and a token
+      may narrow, never widen or remove, an allowlist;
+    - rate limit: no token above its organization's policy (itself within RATE_LIMIT_MAX),
+      none above the calling token's own (so a token never raises its own), and only owners
+      and admins choose one.
+    """
+    problems: dict[str, str] = {}
+    message = _role_ceiling_message(actor, role)
+    if message is not None:
+        problems["role"] = message
     granted = frozenset(scopes) if scopes else ROLE_SCOPES[role]
     if actor.token is not None and not granted <= actor.scopes:
-        raise Forbidden("A token cannot grant scopes it does not have.")
+        problems["scopes"] = "A token cannot grant scopes it does not have."
+    if actor.token is not None and actor.token.environment != environment:
+        problems["environment"] = (
+            f"A {actor.token.environment} token acts only in its own environment."
+        )
+    if expires_at is not UNSET:
+        message = _expiry_ceiling(actor, expires_at, target)
+        if message is not None:
+            problems["expires_at"] = message
+    if allowed_ips is not UNSET:
+        message = _allowlist_ceiling(actor, allowed_ips, target)
+        if message is not None:
+            problems["allowed_ips"] = message
+    if rate_limit is not UNSET:
+        message = _rate_limit_ceiling(
+            actor, organization, rate_limit, target, chosen=rate_limit_chosen
+        )
+        if message is not None:
+            problems["rate_limit"] = message
+    if problems:
+        first = next(iter(problems.values()))
+        raise Forbidden(first, details=problems)
+
+
+def check_within_caller(actor: Actor, token: TokenState) -> None:
+    """Rotating hands the actor the token's new secret: a token may rotate only a token
+    that can do no more than it can, in every dimension of the ceiling."""
+    if actor.token is None:
+        return
+    try:
+        check_ceiling(
+            actor,
+            actor.organization,
+            role=token.role,
+            scopes=list(token.scopes or []),
+            environment=token.environment,
+            expires_at=token.expires_at,
+            allowed_ips=list(token.allowed_ips) if token.allowed_ips else None,
+            rate_limit=token.rate_limit,
+            rate_limit_chosen=False,
+        )
+    except Forbidden as exc:
+        raise Forbidden(
+            "A token may rotate only tokens that can do no more than it can: this one "
+            f"goes beyond the calling token in {', '.join(exc.details)}.",
+            details=exc.details,
+        ) from None
+
+
+def inherited_defaults(
+    actor: Actor, organization: Organization, now: datetime
+) -> tuple[datetime, list[str] | None, str | None]:
+    """What a new token gets when its creator names no expiry, allowlist or rate limit:
+    the policy's defaults, never beyond the calling token's own (a confined token's child
+    is confined the same way)."""
+    expiry = default_expiry(organization, now)
+    if actor.token is None:
+        return expiry, None, None
+    if actor.token.expires_at is not None:
+        expiry = min(expiry, actor.token.expires_at)
+    allowed = list(actor.token.allowed_ips) if actor.token.allowed_ips else None
+    own_limit = caller_rate_limit(actor)
+    rate_limit = None if own_limit == policy_rate_limit(organization) else own_limit
+    return expiry, allowed, rate_limit
 
 
 # ---------------------------------------------------------------- changes
@@ -600,6 +804,15 @@ def _check_scope_ceiling(actor: Actor, role: str, scopes: list[str]) -> None:
 
 def _touch(token: ApiToken, now: datetime) -> None:
     token.updated_at = now
+
+
+def _shown_to(token: ApiToken, actor: Actor) -> None:
+    """Remember who now holds the token's current secret: the person, or the token through
+    which it was asked for (whoever holds that token holds this secret too)."""
+    if actor.token is not None:
+        token.secret_shown_to_user_id, token.secret_shown_to_token_id = None, actor.token.id
+    else:
+        token.secret_shown_to_user_id, token.secret_shown_to_token_id = actor.user_id, None
 
 
 def _flush_checking_name(token: ApiToken) -> None:
@@ -652,16 +865,27 @@ def create_token(
     role: object = "viewer",
     scopes: object = None,
     type: object = "generic",  # noqa: A002 - the SPEC's field name
-    expires_at: datetime | None = None,
-    allowed_ips: object = None,
-    rate_limit: object = None,
+    expires_at: datetime | None | _Unset = UNSET,
+    allowed_ips: object = UNSET,
+    rate_limit: object = UNSET,
     now: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Make a token; returns it with its secret, which the caller shows once and forgets.
-    `rate_limit` None: the organization's default limit applies."""
+
+    `expires_at` None: never. `rate_limit` None: the organization's default applies.
+    Left UNSET, expiry, allowlist and rate limit are the defaults (inherited_defaults):
+    the policy's, never beyond a calling token's own."""
     now = now or utcnow()
     # Permission first: a viewer learns nothing from validation messages.
     require_may_create(actor)
+    default_expiry_, default_ips, default_limit = inherited_defaults(actor, organization, now)
+    limit_chosen = rate_limit is not UNSET
+    if expires_at is UNSET:
+        expires_at = default_expiry_
+    if allowed_ips is UNSET:
+        allowed_ips = default_ips
+    if rate_limit is UNSET:
+        rate_limit = default_limit
     name, environment, role, type_, _, allowed_ips, rate_limit = _collect(
         lambda: normalize_name(name),
         lambda: _check_choice("environment", environment, ENVIRONMENTS),
@@ -673,8 +897,17 @@ def create_token(
     )
     (scopes,) = _collect(lambda: normalize_scopes(scopes, role))
     _require_write(actor, environment)
-    _check_role_ceiling(actor, role)
-    _check_scope_ceiling(actor, role, scopes)
+    check_ceiling(
+        actor,
+        organization,
+        role=role,
+        scopes=scopes,
+        environment=environment,
+        expires_at=expires_at,
+        allowed_ips=allowed_ips,
+        rate_limit=rate_limit,
+        rate_limit_chosen=limit_chosen,
+    )
 
     _lock_organization(organization)
     if live_token_count(organization, now) >= organization.max_live_tokens:
@@ -709,6 +942,7 @@ def create_token(
         allowed_ips=allowed_ips,
         rate_limit=rate_limit,
     )
+    _shown_to(token, actor)
     db.session.add(token)
     _flush_checking_name(token)
     details = {"role": role, "scopes": scopes, "type": type_}
@@ -791,14 +1025,20 @@ def rotate_token(
         )
     if token.is_revoked:
         raise TokenIsRevoked("This token is revoked, for good: it cannot be rotated.")
+    check_within_caller(actor, token)  # the new secret is handed to the caller
     secret = token_secrets.new_secret(token.environment, token.id)
     if grace_seconds:
         token.previous_secret_hash = token.secret_hash
         token.previous_secret_expires_at = now + timedelta(seconds=grace_seconds)
+        token.previous_secret_shown_to_user_id = token.secret_shown_to_user_id
+        token.previous_secret_shown_to_token_id = token.secret_shown_to_token_id
     else:
         token.previous_secret_hash = None
         token.previous_secret_expires_at = None
+        token.previous_secret_shown_to_user_id = None
+        token.previous_secret_shown_to_token_id = None
     token.secret_hash = _hash(secret)
+    _shown_to(token, actor)
     _touch(token, now)
     _record(actor, "token.rotated", token, {"grace_period_seconds": grace_seconds})
     db.session.flush()
@@ -856,10 +1096,21 @@ def update_token(
         (new_scopes,) = _collect(
             lambda: normalize_scopes(token.scopes if scopes is UNSET else scopes, new_role)
         )
-    _check_role_ceiling(actor, new_role)
-    _check_scope_ceiling(actor, new_role, new_scopes or [])
     if expires_at is not UNSET:
         check_expiry(actor.organization, expires_at, now)
+    changed_limit = "rate_limit" in values and values["rate_limit"] != token.rate_limit
+    changed_ips = "allowed_ips" in values and values["allowed_ips"] != token.allowed_ips
+    check_ceiling(
+        actor,
+        actor.organization,
+        role=new_role,
+        scopes=new_scopes or [],
+        environment=token.environment,
+        expires_at=expires_at if expires_at != token.expires_at else UNSET,
+        allowed_ips=values["allowed_ips"] if changed_ips else UNSET,
+        rate_limit=values["rate_limit"] if changed_limit else UNSET,
+        target=token,
+    )
 
     changes: dict[str, Any] = {}
     new_name = values.get("name", token.name)
@@ -924,6 +1175,40 @@ def revoke_token(
     return token
 
 
+@dataclass(frozen=True)
+class SecretHolders:
+    """To whom the token's current secret, and its previous one inside its grace, were
+    shown: a person's email, or a token's name (`token: name` on the page), or None."""
+
+    current: str | None
+    previous: str | None
+
+
+def secret_holders(token: ApiToken, *, now: datetime | None = None) -> SecretHolders:
+    now = now or utcnow()
+
+    def who(user_id: int | None, token_id: str | None) -> str | None:
+        if user_id is not None:
+            user = db.session.get(User, user_id)
+            return user.email if user is not None else None
+        if token_id is not None:
+            holder = db.session.get(ApiToken, token_id)
+            return f"token: {holder.name}" if holder is not None else None
+        return None
+
+    in_grace = (
+        token.previous_secret_expires_at is not None and token.previous_secret_expires_at > now
+    )
+    return SecretHolders(
+        current=who(token.secret_shown_to_user_id, token.secret_shown_to_token_id),
+        previous=who(
+            token.previous_secret_shown_to_user_id, token.previous_secret_shown_to_token_id
+        )
+        if in_grace
+        else None,
+    )
+
+
 def find_live_by_name(organization: Organization, environment: str, name: str) -> ApiToken:
     token = db.session.scalar(
         tokens_of(organization, environment).where(
@@ -956,7 +1241,13 @@ def load_for_verification(token_id: str) -> VerifiedToken | None:
 
 
 def verify(secret: str, *, now: datetime | None = None) -> VerifiedToken:
-    """The live token this secret belongs to, or AuthFailed with SPEC §4's 401 code.
+    """The live token this secret belongs to, or AuthFailed with SPEC §4's 401 code."""
+    return verify_secret(secret, now=now)[0]
+
+
+def verify_secret(secret: str, *, now: datetime | None = None) -> tuple[VerifiedToken, bool]:
+    """The live token this secret belongs to, and whether the secret is its previous one
+    (inside its rotation grace: it may only read); or AuthFailed with SPEC §4's 401 code.
 
     Checksum first (no database for a malformed token), then one look-up by id (or
     none, from the cache), then a constant-time HMAC comparison. No database write.
@@ -987,7 +1278,7 @@ def verify(secret: str, *, now: datetime | None = None) -> VerifiedToken:
         raise AuthFailed("token_expired", "The token has expired.")
     if status == "inactive":
         raise AuthFailed("token_inactive", "The token is suspended.")
-    return token
+    return token, previous and not current
 
 
 # ---------------------------------------------------------------- helpers

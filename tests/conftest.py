@@ -196,7 +196,7 @@ def make_token(db):
         name: str | None = None,
         environment: str = "sandbox",
         role: str = "admin",
-        expires_in_days: int | None = 30,
+        expires_in_days: int | None = 365,  # API callers: children may expire up to then
         **kwargs,
     ) -> tuple[ApiToken, str]:
         token, secret = token_service.create_token(

@@ -27,15 +27,22 @@ def test_create_with_an_allowlist_as_json_and_as_a_form(client, caller):
     assert form.get_json()["allowed_ips"] == ["192.0.2.0/24", "198.51.100.4/32"]
 
 
-def test_update_sets_and_clears_the_allowlist(client, caller):
+def test_update_sets_and_narrows_the_allowlist_but_a_token_never_clears_it(client, caller):
     token, secret = caller
     made = client.post(f"{API}/api_tokens", json={"name": "x"}, headers=bearer(secret)).get_json()
     url = f"{API}/api_tokens/{made['id']}"
     assert made["allowed_ips"] is None
     set_ = client.patch(url, json={"allowed_ips": ["203.0.113.0/24"]}, headers=bearer(secret))
     assert set_.get_json()["allowed_ips"] == ["203.0.113.0/24"]
-    cleared = client.patch(url, json={"allowed_ips": None}, headers=bearer(secret))
-    assert cleared.get_json()["allowed_ips"] is None
+    narrowed = client.patch(url, json={"allowed_ips": ["203.0.113.7"]}, headers=bearer(secret))
+    assert narrowed.get_json()["allowed_ips"] == ["203.0.113.7/32"]
+    # Clearing or widening it through a token is refused (SPEC §2); a person may, on the page.
+    for wider in (None, [], ["203.0.113.0/24"]):
+        refused = client.patch(url, json={"allowed_ips": wider}, headers=bearer(secret))
+        assert refused.status_code == 403, wider
+        assert error_code(refused) == "insufficient_scope"
+        assert "allowed_ips" in refused.get_json()["error"]["details"]
+    assert client.get(url, headers=bearer(secret)).get_json()["allowed_ips"] == ["203.0.113.7/32"]
 
 
 @pytest.mark.parametrize("value", [["10.0.0.300"], ["example.com"], "10.0.0.1", [1]])

@@ -66,7 +66,10 @@ def test_a_writer_token_cannot_rotate_suspend_or_revoke_an_admin_token(client, d
     still = client.get(f"{API}/whoami", headers=bearer(admin_secret))
     assert still.status_code == 200  # its secret was not rotated away
     # A peer (same role, no wider scopes) may be managed.
-    peer, _ = make_token(org, name="peer", role="writer", scopes=["tokens:read"])
+    # (It expires before the writer: rotating hands over a secret that must not outlive it.)
+    peer, _ = make_token(
+        org, name="peer", role="writer", scopes=["tokens:read"], expires_in_days=10
+    )
     rotated = client.post(f"{API}/api_tokens/{peer.id}/rotate", headers=bearer(writer))
     assert rotated.status_code == 200
 

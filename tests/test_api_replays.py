@@ -117,9 +117,11 @@ def test_metoro_403_for_a_missing_permission(client, org, make_token):
     assert error_code(response) == "insufficient_scope"
 
 
-def test_librato_form_with_an_empty_expiry_means_never_where_allowed(client, db, org, admin_secret):
+def test_librato_form_with_an_empty_expiry_means_never_where_allowed(client, db, org, make_token):
     org.allow_never_expires = True
     db.session.commit()
+    # Only a token that never expires may make one that never does (SPEC §2).
+    admin_secret = make_token(org, name="librato-admin", role="admin", expires_in_days=None)[1]
     response = client.post(
         f"{API}/api_tokens",
         data={"name": "forever", "expires_at": "", "expires_in_days": ""},

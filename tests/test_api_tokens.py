@@ -17,7 +17,7 @@ EXPIRY = ("expires_at", "expires_in_days")
 TOKEN_FIELDS = {
     "id", "name", "environment", "role", "scopes", "type", "active", "status", "prefix",
     "created_at", "updated_at", "expires_at", "last_used_at", "revoked_at", "created_by",
-    "allowed_ips", "rate_limit", "last_used_ip", "href",
+    "created_by_type", "allowed_ips", "rate_limit", "last_used_ip", "href",
 }  # fmt: skip
 
 
@@ -28,8 +28,10 @@ def org(make_org):
 
 @pytest.fixture
 def caller(org, make_token):
-    """An admin token of the sandbox, and its secret."""
-    return make_token(org, name="caller", role="admin")
+    """An admin token of the sandbox, and its secret; it lives as long as the policy allows,
+    so what it creates may expire later than tokens made in a test (delegation bounds a
+    child's expiry by its creator's)."""
+    return make_token(org, name="caller", role="admin", expires_in_days=365)
 
 
 def _get(client, secret, path, **kwargs):
@@ -192,7 +194,7 @@ def test_create_with_expires_in_days_or_an_iso_date(client, caller):
     assert response.get_json()["expires_at"] == "2027-01-02T02:04:05Z"
 
 
-def test_create_never_expiring_only_where_the_policy_allows(client, db, org, caller):
+def test_create_never_expiring_only_where_the_policy_allows(client, db, org, caller, make_token):
     response = client.post(
         f"{API}/api_tokens", json={"name": "forever", "expires_at": None}, headers=bearer(caller[1])
     )
@@ -200,8 +202,16 @@ def test_create_never_expiring_only_where_the_policy_allows(client, db, org, cal
     assert "expires_at" in response.get_json()["error"]["details"]
     org.allow_never_expires = True
     db.session.commit()
+    # A token that itself expires cannot make one that never does (SPEC §2)...
     response = client.post(
         f"{API}/api_tokens", json={"name": "forever", "expires_at": None}, headers=bearer(caller[1])
+    )
+    assert response.status_code == 403
+    assert "expires_at" in response.get_json()["error"]["details"]
+    # ...one that never expires can.
+    _, forever = make_token(org, name="forever-caller", role="admin", expires_in_days=None)
+    response = client.post(
+        f"{API}/api_tokens", json={"name": "forever", "expires_at": None}, headers=bearer(forever)
     )
     assert response.status_code == 201
     assert response.get_json()["expires_at"] is None
@@ -350,10 +360,10 @@ def test_update_suspends_resumes_and_sets_expiry(client, db, org, caller, make_t
     assert error_code(_get(client, secret, "/whoami")) == "token_inactive"
     body = client.patch(url, json={"active": True}, headers=bearer(caller[1])).get_json()
     assert body["status"] == "active"
-    body = client.patch(
-        url, json={"expires_at": "2027-03-01T00:00:00Z"}, headers=bearer(caller[1])
-    ).get_json()
-    assert body["expires_at"] == "2027-03-01T00:00:00Z"
+    # A token may shorten an expiry (both tokens expire in 30 days), never lengthen it.
+    sooner = (token.expires_at - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = client.patch(url, json={"expires_at": sooner}, headers=bearer(caller[1])).get_json()
+    assert body["expires_at"] == sooner
     actions = db.session.scalars(
         sa.select(AuditEvent.action).where(AuditEvent.target_id == token.id)
     ).all()
@@ -529,7 +539,7 @@ def test_delete_by_name_needs_a_name(client, caller):
 
 
 def test_rotate_gives_a_new_secret_and_ends_the_old_one(client, org, caller, make_token):
-    token, old = make_token(org, name="r")
+    token, old = make_token(org, name="r", expires_in_days=30)  # within the caller
     response = client.post(f"{API}/api_tokens/{token.id}/rotate", headers=bearer(caller[1]))
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.headers["Cache-Control"] == "no-store"
@@ -540,7 +550,7 @@ def test_rotate_gives_a_new_secret_and_ends_the_old_one(client, org, caller, mak
 
 
 def test_rotate_with_a_grace_period_keeps_the_old_secret_working(client, org, caller, make_token):
-    token, old = make_token(org, name="r")
+    token, old = make_token(org, name="r", expires_in_days=30)  # within the caller
     response = client.post(
         f"{API}/api_tokens/{token.id}/rotate",
         json={"grace_period_seconds": 3600},
@@ -552,7 +562,7 @@ def test_rotate_with_a_grace_period_keeps_the_old_secret_working(client, org, ca
 
 
 def test_rotate_accepts_a_form_body(client, org, caller, make_token):
-    token, _ = make_token(org, name="r")
+    token, _ = make_token(org, name="r", expires_in_days=30)  # within the caller
     response = client.post(
         f"{API}/api_tokens/{token.id}/rotate",
         data={"grace_period_seconds": "86400"},

@@ -435,7 +435,7 @@ def test_a_token_never_grants_more_than_it_has_nor_outside_its_environment(db, o
     prod, _ = create(org, owner, name="prod", environment="production")
     with pytest.raises(NotFound):
         tokens.suspend_token(prod, as_token)
-    child, _ = create(org, as_token, name="child", role="viewer")
+    child, _ = create(org, as_token, name="child", role="viewer", expires_at=writer.expires_at)
     assert child.created_by_label == "writer" and child.created_by_token_id == writer.id
 
 

@@ -13,10 +13,8 @@ PROXY_COUNT trusted proxies (werkzeug's ProxyFix, set up in create_app).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from flask import current_app, g, request
-from limits import parse, parse_many
+from limits import parse
 
 from extensions import counted_limits, db, limit_key
 from services import audit, network, usage
@@ -57,7 +55,7 @@ def _authenticate() -> Actor:
     secret = presented_secret()
     if secret is None:
         raise AuthFailed("missing_token", _MISSING_MESSAGE)
-    token = token_service.verify(secret)
+    token, previous_secret = token_service.verify_secret(secret)
     # The organization and the creator's membership in it now (≤ 5 s old, no SQL if cached).
     access = token_access(token.organization_id, token.created_by_user_id)
     if access is None:
@@ -72,6 +70,7 @@ def _authenticate() -> Actor:
         token=token,
         ip=request.remote_addr,
         user_agent=request.user_agent.string or None,
+        previous_secret=previous_secret,
     )
     if not network.ip_allowed(token.allowed_ips, actor.ip):
         _audit_ip_denied(actor, token)
@@ -136,25 +135,10 @@ def rate_limit_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
 
 
-@lru_cache(maxsize=1024)
-def _valid(limit: str | None) -> str | None:
-    if not limit:
-        return None
-    try:
-        parse_many(limit)
-    except ValueError:
-        current_app.logger.warning("Ignoring a malformed rate limit: %r", limit)
-        return None
-    return limit
-
-
 def rate_limit_value() -> str:
-    """The token's own limit, else its organization's policy, else RATE_LIMIT_DEFAULT."""
+    """The token's own limit if within its organization's policy, else the policy's, which
+    itself holds only within the operator's RATE_LIMIT_MAX (SPEC §2, §6)."""
     actor = _actor_or_none()
     if actor is None or actor.token is None:
         return current_app.config.get("API_UNAUTHENTICATED_RATE_LIMIT", UNAUTHENTICATED_RATE_LIMIT)
-    return (
-        _valid(actor.token.rate_limit)
-        or _valid(actor.organization.rate_limit)
-        or current_app.config["RATE_LIMIT_DEFAULT"]
-    )
+    return token_service.caller_rate_limit(actor)

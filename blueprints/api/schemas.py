@@ -315,7 +315,13 @@ class Token(BaseModel):
     last_used_at: DateTimeText | None
     last_used_ip: str | None = Field(description="Client address of the last request.")
     revoked_at: DateTimeText | None
-    created_by: str
+    created_by: str = Field(
+        description="The email of the person, or the name of the token, "
+        "that created it: created_by_type says which."
+    )
+    created_by_type: Literal["user", "token"] = Field(
+        description="Whether a person (user) or a token through the API (token) created it."
+    )
     allowed_ips: list[str] | None
     rate_limit: str | None = Field(
         description="The token's own rate limit; null: its organization's default applies."
@@ -381,6 +387,11 @@ class WhoAmI(BaseModel):
     )
     scopes: list[Scope] = Field(description="What the token may do now.")
     created_by: str
+    created_by_type: Literal["user", "token"]
+    previous_secret: bool = Field(
+        description="True when this request used the token's previous secret, still inside "
+        "its rotation grace: it may read, never change anything."
+    )
 
 
 LeakedSecret = Annotated[

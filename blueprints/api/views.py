@@ -15,13 +15,13 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.api import bp, schemas
-from blueprints.api.auth import current_api_actor
+from blueprints.api.auth import current_api_actor, presented_secret
 from extensions import db, limiter
 from models import ApiToken, AuditEvent, utcnow
 from services import audit, leaks
 from services import tokens as token_service
 from services.actor import Actor
-from services.errors import Forbidden, ValidationFailed
+from services.errors import DomainError, Forbidden, ValidationFailed
 
 FORM_TYPES = ("application/x-www-form-urlencoded",)  # what the document lists
 LIST_FIELDS = ("scopes", "allowed_ips")
@@ -97,6 +97,28 @@ def request_data(*, allow_list: bool = False, forms: bool = True) -> Any:
     raise UnsupportedMediaType()
 
 
+# Endpoints that take no token, or that only read: a previous secret may call them.
+PUBLIC_ENDPOINTS = {"api.openapi", "api.report_leaks"}
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@bp.before_request
+def previous_secret_reads_only() -> None:
+    """SPEC §2: a previous secret still inside its rotation grace reads, and nothing else,
+    on every endpoint (the token service refuses it too, for each change it makes)."""
+    if request.method in READ_METHODS or request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    if request.endpoint is None or presented_secret() is None:
+        return  # no route (404/405) or no token (401): the view or handler answers
+    try:
+        actor = current_api_actor()
+    except DomainError:
+        return  # the view answers the same 401/403 when it authenticates
+    if actor.previous_secret:
+        message = token_service.READ_ONLY_MESSAGE
+        raise Forbidden(message, details={"previous_secret": message})
+
+
 def query_data() -> dict[str, Any]:
     return {key: values if len(values) > 1 else values[0] for key, values in request.args.lists()}
 
@@ -127,6 +149,7 @@ def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
         "last_used_ip": token.last_used_ip,
         "revoked_at": _iso(token.revoked_at),
         "created_by": token.created_by_label,
+        "created_by_type": token.created_by_type,
         "allowed_ips": list(token.allowed_ips) if token.allowed_ips else None,
         "rate_limit": token.rate_limit,
         "href": url_for("api.get_token", token_id=token.id, _external=True),
@@ -195,6 +218,8 @@ def whoami():
             effective_role=token_service.effective_role(actor),
             scopes=sorted(actor.scopes),
             created_by=token.created_by_label,
+            created_by_type=token.created_by_type,
+            previous_secret=actor.previous_secret,
         ).model_dump()
     )
 
@@ -228,12 +253,18 @@ def get_token(token_id: str):
     return jsonify(token_json(token))
 
 
-def _expiry(body: schemas.TokenCreate, actor: Actor) -> datetime | None:
+def _expiry(body: schemas.TokenCreate) -> Any:
     if body.expires_in_days is not None:
         return token_service.expiry_from_days(body.expires_in_days)
     if "expires_at" in body.model_fields_set:
         return body.expires_at  # an explicit null: never, where the policy allows it
-    return token_service.default_expiry(actor.organization)
+    return token_service.UNSET  # the default: 90 days, never beyond the calling token's
+
+
+def _given(body: schemas.TokenCreate, field: str) -> Any:
+    """A field as sent (null included); UNSET when absent, so the service's default (never
+    wider than the calling token) applies."""
+    return getattr(body, field) if field in body.model_fields_set else token_service.UNSET
 
 
 @bp.post("/api_tokens")
@@ -254,9 +285,9 @@ def create_token():
         role=body.role,
         scopes=body.scopes or [],
         type=body.type,
-        expires_at=_expiry(body, actor),
-        allowed_ips=body.allowed_ips,
-        rate_limit=body.rate_limit,
+        expires_at=_expiry(body),
+        allowed_ips=_given(body, "allowed_ips"),
+        rate_limit=_given(body, "rate_limit"),
     )
     db.session.commit()
     response = with_secret(token_json(token, secret), 201)

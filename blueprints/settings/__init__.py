@@ -142,6 +142,39 @@ def cancel_invite(invite_id: int):
     return redirect(url_for(".members"))
 
 
+def _kept_tokens(stake: member_service.TokensAtStake) -> set[str]:
+    """The held tokens the remover unticked. The form lists every held token it offered
+    (`held`) and ticks those to revoke (`revoke`); a post that offers none revokes all."""
+    offered = set(request.form.getlist("held"))
+    ticked = set(request.form.getlist("revoke"))
+    return {t.id for t in stake.held if t.id in offered and t.id not in ticked}
+
+
+@bp.get("/members/<id:member_id>/role")
+@login_required
+@role_required("admin")
+def confirm_role(member_id: int):
+    """A demotion that would revoke tokens asks first, listing them (SPEC §1)."""
+    actor = current_actor()
+    member = member_service.get_member_or_404(actor.organization, member_id)
+    role = request.args.get("role", "")
+    if role not in ROLE_LABELS or not member_service.is_demotion(member, role):
+        return redirect(url_for(".members"))
+    return _demote_page(actor, member, role)
+
+
+def _demote_page(actor: Actor, member: Membership, role: str, error=None, status: int = 200):
+    stake = member_service.tokens_at_stake(member, new_role=role)
+    return render_template(
+        "settings/demote.html",
+        m=member,
+        role=role,
+        stake=stake,
+        can_act=member_service.can_act_on(actor, member),
+        error=error,
+    ), status
+
+
 @bp.post("/members/<id:member_id>/role")
 @login_required
 @role_required("admin")
@@ -150,11 +183,26 @@ def change_role(member_id: int):
     member = member_service.get_member_or_404(actor.organization, member_id)
     form = RoleForm()
     error, old_role = None, member.role
+    new_role = request.form.get("role", "")
+    if (
+        form.validate_on_submit()
+        and member_service.can_act_on(actor, member)
+        and new_role in member_service.grantable_roles(actor)
+        and member_service.is_demotion(member, new_role)
+        and not request.form.get("confirmed")
+        and member_service.tokens_at_stake(member, new_role=new_role).all
+    ):
+        # Tokens would be revoked: show them and ask, as removal does.
+        confirm = url_for(".confirm_role", member_id=member.id, role=new_role)
+        if is_htmx():
+            return "", 200, {"HX-Redirect": confirm}
+        return redirect(confirm)
     if not form.validate_on_submit():
         error = "; ".join(e for errs in form.errors.values() for e in errs) or "Choose a role."
     else:
         try:
-            member_service.change_role(member, actor, role=form.role.data)
+            stake = member_service.tokens_at_stake(member, new_role=new_role)
+            member_service.change_role(member, actor, role=form.role.data, keep=_kept_tokens(stake))
         except (ValidationFailed, Conflict) as exc:
             db.session.rollback()
             error = " ".join(exc.details.values()) or exc.message
@@ -189,14 +237,20 @@ def confirm_remove(member_id: int):
 
 
 def _remove_page(actor: Actor, member: Membership, error: str | None = None, status: int = 200):
+    stake = member_service.tokens_at_stake(member)
     return render_template(
         "settings/remove.html",
         m=member,
-        tokens=member_service.tokens_created_by(member),
+        stake=stake,
+        tokens=stake.created,
         can_act=member_service.can_act_on(actor, member),
         error=error,
         is_self=member.user_id == actor.user_id,
     ), status
+
+
+def _tokens_phrase(count: int) -> str:
+    return f"{count} token{'s' if count != 1 else ''}"
 
 
 @bp.post("/members/<id:member_id>/remove")
@@ -206,18 +260,24 @@ def remove(member_id: int):
     actor = current_actor()
     member = member_service.get_member_or_404(actor.organization, member_id)
     name, is_self = member.user.name, member.user_id == actor.user_id
+    stake = member_service.tokens_at_stake(member)
+    kept = _kept_tokens(stake)
     try:
-        revoked = member_service.remove_member(member, actor)
+        revoked = member_service.remove_member(member, actor, keep=kept)
     except Conflict as exc:
         db.session.rollback()
         return _remove_page(actor, member, exc.message, 400)
     db.session.commit()
-    count = len(revoked)
-    flash(
-        f"{name} was removed. {count} token{'s' if count != 1 else ''} they created "
-        f"{'were' if count != 1 else 'was'} revoked.",
-        "success",
+    created, held = len(stake.created), len(revoked) - len(stake.created)
+    message = (
+        f"{name} was removed. {_tokens_phrase(created)} they created "
+        f"{'were' if created != 1 else 'was'} revoked"
     )
+    if stake.held:
+        message += f", and {_tokens_phrase(held)} whose secrets they held"
+        if kept:
+            message += f" ({_tokens_phrase(len(kept))} kept, as you chose)"
+    flash(message + ".", "success")
     if is_self:
         return redirect(url_for("main.index"))
     return redirect(url_for(".members"))

@@ -24,7 +24,7 @@ from blueprints.tokens.forms import (
 from blueprints.web import client_ip, current_actor, current_org, is_htmx, show_errors
 from extensions import db
 from models import ApiToken, utcnow
-from services import audit, hygiene, tokens
+from services import audit, hygiene, policy, tokens
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
 
@@ -39,6 +39,9 @@ ROLE_TITLES = {
 REVOKED_REASONS = {
     "leaked": "reported as leaked",
     "member_removed": "its creator was removed from the organization",
+    "member_demoted": "its creator's new role could not have made it",
+    "secret_holder_removed": "someone who held its secret was removed from the organization",
+    "secret_holder_demoted": "someone who held its secret was demoted",
 }
 STATUS_LABELS = {
     "active": "Active",
@@ -170,6 +173,8 @@ def _show_page(token: ApiToken, *, form: AllowlistForm | None = None, status: in
         can_manage=tokens.can_manage(current_actor(), token),
         allowlist_form=form or _allowlist_form(token),
         client_ip=client_ip(),
+        rate_limit=policy.token_rate_limit(token.rate_limit, organization.rate_limit),
+        holders=tokens.secret_holders(token),
     ), status
 
 
