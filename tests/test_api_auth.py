@@ -26,8 +26,9 @@ def org(make_org):
         lambda secret: {"X-API-Key": secret},
         lambda secret: basic(secret, username="anyone@example.com"),
         lambda secret: basic(secret, username=""),
+        lambda secret: basic("", username=secret),  # Stripe's `curl -u <token>:`
     ],
-    ids=["bearer", "x-api-key", "basic", "basic-empty-username"],
+    ids=["bearer", "x-api-key", "basic", "basic-empty-username", "basic-token-as-username"],
 )
 def test_each_way_of_presenting_the_token_authenticates(client, org, make_token, headers_for):
     token, secret = make_token(org, name="deploy", role="writer")
@@ -181,3 +182,11 @@ def test_the_api_needs_no_csrf_token(client, org, make_token):
         f"{API}/api_tokens", data={"name": "no csrf here"}, headers=bearer(secret)
     )
     assert response.status_code == 201, response.get_data(as_text=True)
+
+
+def test_a_bare_authorization_header_is_told_the_scheme_is_missing(client, org, make_token):
+    _, secret = make_token(org, name="bare")
+    response = client.get(f"{API}/whoami", headers={"Authorization": secret})
+    assert response.status_code == 401
+    assert error_code(response) == "invalid_token"
+    assert "Bearer" in response.get_json()["error"]["message"]

@@ -45,16 +45,27 @@ def presented_secret() -> str | None:
         if auth.type == "bearer":
             return (auth.token or "").strip()
         if auth.type == "basic":
-            return (auth.password or "").strip()
+            # The token as password (`curl -u anything:<token>`), or Stripe's way, as user
+            # name with an empty password (`curl -u <token>:`).
+            password, username = (auth.password or "").strip(), (auth.username or "").strip()
+            return password or username
         return ""
     api_key = request.headers.get("X-API-Key")
     return api_key.strip() if api_key is not None else None
+
+
+_NO_SCHEME_MESSAGE = (
+    "The token is not valid. The Authorization header needs a scheme: "
+    "'Authorization: Bearer <token>' (or use X-API-Key: <token>)."
+)
 
 
 def _authenticate() -> Actor:
     secret = presented_secret()
     if secret is None:
         raise AuthFailed("missing_token", _MISSING_MESSAGE)
+    if not secret and request.headers.get("Authorization", "").strip().startswith("ks_"):
+        raise AuthFailed("invalid_token", _NO_SCHEME_MESSAGE)  # a bare `Authorization: <key>`
     token, previous_secret = token_service.verify_secret(secret)
     # The organization and the creator's membership in it now (≤ 5 s old, no SQL if cached).
     access = token_access(token.organization_id, token.created_by_user_id)
