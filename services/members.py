@@ -152,43 +152,61 @@ HOLDER_CHAIN_MAX = 20
 
 def secrets_held_by(member: Membership, *, now: datetime | None = None) -> list[ApiToken]:
     """Live tokens, other than their own, whose current secret (or previous one, still in
-    its grace) was shown to this member: they created or rotated it, or it was made or
-    rotated through a token whose secret they hold (followed link by link)."""
+    its grace) this member holds: they were shown it (created or rotated it), or it was made
+    or rotated through a token whose secret passed through their hands, at any time and
+    whatever became of that token since (revoking a link does not un-see what it showed)."""
     now = now or utcnow()
-    live = token_service.tokens_of(member.organization).where(ApiToken.revoked_at.is_(None))
-    in_grace = ApiToken.previous_secret_expires_at > now
-    own = {t.id for t in tokens_created_by(member)}
-    found = {
+    in_org = token_service.tokens_of(member.organization).order_by(None)
+    uid = member.user_id
+    # Every token whose secret (current or previous, then or now) passed through them.
+    reached = {
         t.id: t
         for t in db.session.scalars(
-            live.where(
+            in_org.where(
                 sa.or_(
-                    ApiToken.secret_shown_to_user_id == member.user_id,
-                    sa.and_(ApiToken.previous_secret_shown_to_user_id == member.user_id, in_grace),
+                    ApiToken.created_by_user_id == uid,
+                    ApiToken.secret_shown_to_user_id == uid,
+                    ApiToken.previous_secret_shown_to_user_id == uid,
                 )
             )
         )
     }
-    frontier = set(found) | own
-    seen = set(frontier)
+    frontier = set(reached)
     for _ in range(HOLDER_CHAIN_MAX):
         if not frontier:
             break
         more = list(
             db.session.scalars(
-                live.where(
+                in_org.where(
                     sa.or_(
                         ApiToken.secret_shown_to_token_id.in_(frontier),
-                        sa.and_(ApiToken.previous_secret_shown_to_token_id.in_(frontier), in_grace),
+                        ApiToken.previous_secret_shown_to_token_id.in_(frontier),
                     ),
-                    ApiToken.id.not_in(seen),
+                    ApiToken.id.not_in(reached),
                 )
             )
         )
         frontier = {t.id for t in more}
-        seen |= frontier
-        found.update((t.id, t) for t in more)
-    held = [t for t in found.values() if t.id not in own]
+        reached.update((t.id, t) for t in more)
+
+    def holds(token: ApiToken) -> bool:
+        if token.secret_shown_to_user_id == uid or token.secret_shown_to_token_id in reached:
+            return True
+        grace = token.previous_secret_expires_at is not None
+        return (
+            grace
+            and token.previous_secret_expires_at > now  # type: ignore[operator]
+            and (
+                token.previous_secret_shown_to_user_id == uid
+                or token.previous_secret_shown_to_token_id in reached
+            )
+        )
+
+    held = [
+        t
+        for t in reached.values()
+        if t.revoked_at is None and t.created_by_user_id != uid and holds(t)
+    ]
     return sorted(held, key=lambda t: (t.created_at, t.id), reverse=True)
 
 
@@ -613,6 +631,7 @@ def change_role(
     revoked: list[ApiToken] = []
     cancelled: list[Invite] = []
     if is_demotion(member, new_role):
+        token_service.lock_organization(member.organization)  # as removal does
         stake = tokens_at_stake(member, new_role=new_role, now=now)
         revoked = _settle_tokens(member, actor, stake, keep, why="demoted", now=now)
         cancelled = _cancel_invites_beyond(member, actor, new_role, why="demoted", now=now)
@@ -652,6 +671,9 @@ def remove_member(
     _require_act_on(actor, member)
     if member.organization_id != actor.organization.id:
         raise NotFound("No such member in this organization.")
+    # Creates and rotations take the same lock, so none slips in between what is listed
+    # here and the membership's end.
+    token_service.lock_organization(member.organization)
     _refuse_losing_last_owner(member)
     stake = tokens_at_stake(member, now=now)
     revoked = _settle_tokens(member, actor, stake, keep, why="removed", now=now)

@@ -26,6 +26,7 @@ from models import (
     TOKEN_ROLES,
     TOKEN_TYPES,
     ApiToken,
+    Membership,
     Organization,
     TokenUsage,
     User,
@@ -51,7 +52,7 @@ from services.token_cache import VerifiedToken
 NAME_MAX = 100
 # A token name that reads as an email address would pass for a person wherever a token's
 # creator is shown (SPEC §2: created_by says whether a person or a token made it).
-_EMAIL_LIKE = re.compile(r"[^\s@]@[^\s@]+\.[^\s@]")
+_EMAIL_LIKE = re.compile(r"[^\s@]@[^\s@]")
 EXPIRY_CHOICES_DAYS = (30, 60, 90, 180, 365)
 GRACE_CHOICES_SECONDS = (0, 3600, 86400, 7 * 86400)
 MAX_GRACE_SECONDS = 7 * 86400
@@ -808,7 +809,10 @@ def _touch(token: ApiToken, now: datetime) -> None:
 
 def _shown_to(token: ApiToken, actor: Actor) -> None:
     """Remember who now holds the token's current secret: the person, or the token through
-    which it was asked for (whoever holds that token holds this secret too)."""
+    which it was asked for (whoever holds that token holds this secret too). A token that
+    rotates itself shows its new secret to whoever held it already: that stays as it was."""
+    if actor.token is not None and actor.token.id == token.id:
+        return
     if actor.token is not None:
         token.secret_shown_to_user_id, token.secret_shown_to_token_id = None, actor.token.id
     else:
@@ -836,7 +840,7 @@ def _name_taken(organization: Organization, environment: str, name: str, exclude
     return db.session.scalar(query.limit(1)) is not None
 
 
-def _lock_organization(organization: Organization) -> None:
+def lock_organization(organization: Organization) -> None:
     """Serialize token creation per organization so the live-token limit holds under races.
 
     PostgreSQL locks the organization's row. SQLite has no row locks: a no-op UPDATE
@@ -854,6 +858,18 @@ def _lock_organization(organization: Organization) -> None:
     db.session.execute(
         sa.select(Organization.id).where(Organization.id == organization.id).with_for_update()
     )
+
+
+def _lock_and_recheck(organization: Organization, actor: Actor) -> None:
+    """Take the organization's lock, then make sure the acting member is still there with
+    the role the permission checks saw: a removal or demotion that committed meanwhile
+    (and listed this member's tokens) must not be outrun by a create or a rotation."""
+    lock_organization(organization)
+    if actor.membership is None:
+        return
+    role = db.session.scalar(sa.select(Membership.role).where(Membership.id == actor.membership.id))
+    if role != actor.membership.role:
+        raise Forbidden("Your membership of this organization changed; try again.")
 
 
 def create_token(
@@ -909,7 +925,7 @@ def create_token(
         rate_limit_chosen=limit_chosen,
     )
 
-    _lock_organization(organization)
+    _lock_and_recheck(organization, actor)
     if live_token_count(organization, now) >= organization.max_live_tokens:
         limit = organization.max_live_tokens
         raise TokenLimitReached(
@@ -1026,6 +1042,7 @@ def rotate_token(
     if token.is_revoked:
         raise TokenIsRevoked("This token is revoked, for good: it cannot be rotated.")
     check_within_caller(actor, token)  # the new secret is handed to the caller
+    _lock_and_recheck(actor.organization, actor)
     secret = token_secrets.new_secret(token.environment, token.id)
     if grace_seconds:
         token.previous_secret_hash = token.secret_hash

@@ -331,6 +331,62 @@ def test_an_admin_who_kept_a_rotated_secret_loses_it_when_removed(client, db, te
     assert revoked[-1].details == {"reason": "secret_holder_removed"}
 
 
+def test_a_token_that_rotates_itself_stays_held_by_whoever_held_it(client, db, team, make_token):
+    org, people = team
+    owners, _ = make_token(org, name="owner-admin", role="admin")
+    kept = token_service.rotate_token(owners, _actor(people["admin"]), grace_seconds=0)
+    db.session.commit()
+    again = client.post(
+        f"{API}/api_tokens/{owners.id}/rotate",
+        json={"grace_period_seconds": 0},
+        headers=bearer(kept),
+    )
+    assert again.status_code == 200
+    assert [t.id for t in members.secrets_held_by(people["admin"])] == [owners.id]
+    members.remove_member(people["admin"], _actor(people["owner"]))
+    db.session.commit()
+    response = client.get(f"{API}/whoami", headers=bearer(again.get_json()["token"]))
+    assert error_code(response) == "token_revoked"
+
+
+def test_revoking_the_token_in_the_middle_does_not_hide_what_it_showed(
+    client, db, team, make_token
+):
+    org, people = team
+    admin = _actor(people["admin"])
+    theirs, their_secret = make_token(org, admin, name="theirs", role="admin")
+    first, _ = make_token(org, name="owner-a", role="writer", expires_in_days=300)
+    second, _ = make_token(org, name="owner-b", role="writer", expires_in_days=200)
+    # Their own token rotates the owner's A; with A's secret, they rotate B; then both
+    # links are revoked, leaving them with B's secret only.
+    a_secret = client.post(f"{API}/api_tokens/{first.id}/rotate", headers=bearer(their_secret))
+    a_secret = a_secret.get_json()["token"]
+    b_secret = client.post(f"{API}/api_tokens/{second.id}/rotate", headers=bearer(a_secret))
+    b_secret = b_secret.get_json()["token"]
+    token_service.revoke_token(first, _actor(people["owner"]))
+    token_service.revoke_token(theirs, admin)
+    db.session.commit()
+    assert [t.name for t in members.secrets_held_by(people["admin"])] == ["owner-b"]
+    members.remove_member(people["admin"], _actor(people["owner"]))
+    db.session.commit()
+    assert error_code(client.get(f"{API}/whoami", headers=bearer(b_secret))) == "token_revoked"
+
+
+def test_a_rotation_by_someone_whose_membership_just_changed_is_refused(db, team, make_token):
+    """Removal and demotion take the organization's lock before listing what they revoke;
+    a create or rotation takes it too, then re-reads the actor's role."""
+    org, people = team
+    token, _ = make_token(org, name="owners", role="writer")
+    stale = _actor(people["admin"])
+    db.session.execute(
+        sa.update(Membership).where(Membership.id == people["admin"].id).values(role="viewer")
+    )
+    with pytest.raises(Forbidden):
+        token_service.rotate_token(token, stale, grace_seconds=0)
+    with pytest.raises(Forbidden):
+        token_service.create_token(org, stale, name="late", environment="sandbox", role="viewer")
+
+
 def test_the_remover_may_keep_a_held_token_and_that_is_audited(client, db, team, make_token):
     org, people = team
     owners, _ = make_token(org, name="owner-admin", role="admin")
@@ -489,7 +545,16 @@ def test_a_demoted_admins_invites_above_their_new_role_are_void(db, team, make_m
 
 
 @pytest.mark.parametrize(
-    "name", ["owner@example.com", " owner@example.com ", "Owner@Example.COM", "owner＠example.com"]
+    "name",
+    [
+        "owner@example.com",
+        " owner@example.com ",
+        "Owner@Example.COM",
+        "owner＠example.com",
+        "owner@example\ua4f8com",
+        "owner@example。com",
+        "owner@localhost",
+    ],
 )
 def test_a_token_named_like_an_email_is_refused(client, team, make_token, name):
     org, people = team
