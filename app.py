@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import cli
 from config import Config
-from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate
+from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate, redis_options
 
 
 def create_app(
@@ -25,6 +25,11 @@ def create_app(
         app.config.update(test_config)
     if app.config.get("REDIS_URL") and "RATELIMIT_STORAGE_URI" not in (test_config or {}):
         app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
+    if app.config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://")):
+        # Flask-Limiter hands these to its Redis client: without them a stalled Redis
+        # holds every request (and the sign-in throttle) until it answers.
+        options = {**redis_options(app.config), **app.config.get("RATELIMIT_STORAGE_OPTIONS", {})}
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = options
 
     if app.config["PROXY_COUNT"]:
         count = app.config["PROXY_COUNT"]

@@ -61,6 +61,9 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None
+        # Every Redis client (limits, throttle, change notices) gives up after this long, so
+        # a slow or gone Redis degrades to the in-memory fallback instead of hanging requests.
+        self.REDIS_TIMEOUT_SECONDS = float(env.get("REDIS_TIMEOUT_SECONDS", "0.25"))
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
         self.RATELIMIT_KEY_PREFIX = env.get("RATELIMIT_KEY_PREFIX", "keysmith")
         self.RATELIMIT_HEADERS_ENABLED = True

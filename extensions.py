@@ -29,6 +29,27 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
 
 
+def redis_options(config) -> dict:
+    """The one place Redis clients get their timeouts (REDIS_TIMEOUT_SECONDS, 0.25 s), and
+    no retries: a stalled Redis costs a request one timeout, then the in-memory fallback."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    timeout = float(config.get("REDIS_TIMEOUT_SECONDS", 0.25))
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def redis_client(url: str, config):
+    """A Redis client with the shared timeouts."""
+    import redis
+
+    return redis.Redis.from_url(url, **redis_options(config))
+
+
 def limit_key(*parts: str) -> list[str]:
     """The identifiers of a limit counted by hand (limiter.limiter.hit), behind the same
     RATELIMIT_KEY_PREFIX as Flask-Limiter's own keys, so deployments sharing a Redis never

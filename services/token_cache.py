@@ -288,10 +288,10 @@ _NEVER = object()
 class RedisVersion:
     """A version counter in Redis: bumped on every token change, polled by every worker."""
 
-    def __init__(self, url: str, prefix: str, check_seconds: float) -> None:
-        import redis
+    def __init__(self, url: str, prefix: str, check_seconds: float, config=None) -> None:
+        from extensions import redis_client
 
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.client = redis_client(url, config or {})
         self.key = f"{prefix}:token-cache-version"
         self.check_seconds = check_seconds
         self._seen: bytes | None | object = _NEVER
@@ -341,6 +341,7 @@ class Verifier:
                 config["REDIS_URL"],
                 config.get("RATELIMIT_KEY_PREFIX", "keysmith"),
                 float(config.get("TOKEN_CACHE_CHECK_SECONDS", DEFAULT_CHECK_SECONDS)),
+                config,
             )
 
     def _check_elsewhere(self, now: float) -> None:
