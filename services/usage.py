@@ -1,9 +1,10 @@
 """Last used (time, IP) and requests per day, without a database write per request.
 
 The API's authentication calls `record_use(token, ip)` after a token is verified. Each
-worker keeps the counts in memory and writes them at most once a minute (by a timer
-thread of the worker, so a token that goes quiet is still written within the minute; on
-the first request after the interval; and when the process exits), in one transaction of its own:
+worker keeps the counts in memory and writes them at most once a minute, always from a
+thread of its own, never a request's (its timer, every interval, so a token that goes quiet
+is still written within the minute; woken early by the first request after the interval;
+and when the process exits), in one transaction of its own:
 an upsert into `token_usage` that adds to the day's count, and `last_used_at` /
 `last_used_ip` on the token only where this worker's time is newer. Several workers
 and hosts add up correctly, since each flush adds its own counts.
@@ -44,6 +45,8 @@ class UsageBuffer:
         self.next_flush = time.monotonic() + interval
         self._lock = threading.Lock()
         self._timer_pid: int | None = None
+        self.wake = threading.Event()  # a request saw the interval over: flush now
+        self.flushed_by: str | None = None  # the thread of the last flush (for tests)
 
     def add(self, token_id: str, ip: str | None, at: datetime) -> None:
         key = (token_id, at.date())
@@ -99,7 +102,8 @@ class UsageBuffer:
 
 def _flush_periodically(app_ref: weakref.ref[Flask], buffer: UsageBuffer) -> None:
     while True:
-        time.sleep(buffer.interval)
+        buffer.wake.wait(buffer.interval)
+        buffer.wake.clear()
         app = app_ref()
         if app is None:
             return  # the app is gone (tests make many); so is its buffer
@@ -130,16 +134,14 @@ def record_use(token: Any, ip: str | None, *, now: datetime | None = None) -> No
     """Note one authenticated request of this token (buffered; never a write per call).
 
     `token` is anything with an `id` (the `VerifiedToken` that `verify()` returns).
-    At most once a minute per worker, the request that finds the interval over writes.
+    The request that finds the interval over wakes the worker's flush thread: the write
+    (1 s or more for tens of thousands of tokens) never runs on a request's thread.
     """
     buffer = _buffer()
     buffer.add(token.id, ip[:45] if ip else None, now or utcnow())
     buffer.ensure_timer(current_app._get_current_object())  # type: ignore[attr-defined]
     if buffer.due(time.monotonic()):
-        try:
-            flush()
-        except Exception:  # usage must never fail a request; the counts were kept
-            log.warning("Could not write token usage; will retry", exc_info=True)
+        buffer.wake.set()
 
 
 def pending() -> int:
@@ -158,6 +160,7 @@ def flush() -> int:
     except Exception:
         buffer.put_back(counts, last_used)
         raise
+    buffer.flushed_by = threading.current_thread().name
     return len(last_used)
 
 
