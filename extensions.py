@@ -74,6 +74,7 @@ class CountedLimits:
 
     def __init__(self) -> None:
         self._memory: RateLimiter | None = None
+        self._memory_for: object | None = None
         self._failed: object | None = None  # the storage that failed (a new app has another)
         self._retry_at = 0.0
         self._lock = threading.Lock()
@@ -103,8 +104,11 @@ class CountedLimits:
                     time.monotonic() + self.RETRY_SECONDS,
                 )
         with self._lock:
-            if self._memory is None:
+            # One memory per storage (so per app: a process that makes several, as the
+            # tests do, never counts one app's failures against another's).
+            if self._memory is None or self._memory_for is not primary.storage:
                 self._memory = type(primary)(MemoryStorage())
+                self._memory_for = primary.storage
         return getattr(self._memory, name)(*args)
 
 

@@ -54,6 +54,7 @@ MISSING = "n/a (endpoint missing)"
 OUR_VARIABLES = (
     "DATABASE_URL",
     "REDIS_URL",
+    "REDIS_TIMEOUT_SECONDS",
     "TEST_DATABASE_URL",
     "TEST_REDIS_URL",
     "SECRET_KEY",

@@ -149,3 +149,20 @@ def test_a_token_created_with_its_own_limit_is_held_to_it(client, org, make_toke
     headers = bearer(created["token"])
     assert client.get(f"{API}/whoami", headers=headers).headers["X-RateLimit-Limit"] == "1"
     assert client.get(f"{API}/whoami", headers=headers).status_code == 429
+
+
+def test_answers_while_the_database_is_down_do_not_use_up_the_limit(tmp_path):
+    """An outage is 503 unavailable, however many times a client retries: a 503 is taken
+    back from the caller's bucket (issue 16: it was answered 429 rate_limited)."""
+    from api_support import unreachable_database_app
+
+    app = unreachable_database_app(tmp_path)
+    app.config["API_UNAUTHENTICATED_RATE_LIMIT"] = "2/minute"
+    client = app.test_client()
+    from services import secrets as token_secrets
+
+    # Well formed, checksum included, so that checking it needs the database.
+    secret = token_secrets.new_secret("sandbox", token_secrets.new_token_id())
+    answers = [client.get(f"{API}/whoami", headers=bearer(secret)) for _ in range(5)]
+    assert [a.status_code for a in answers] == [503] * 5
+    assert answers[-1].headers["X-RateLimit-Remaining"] == "2"  # nothing was used up

@@ -10,13 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Response, jsonify, request, url_for
-from flask_limiter.util import get_remote_address
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.api import bp, schemas
 from blueprints.api.auth import current_api_actor, presented_secret
-from extensions import db, limiter
+from extensions import db
 from models import ApiToken, AuditEvent, utcnow
 from services import audit, leaks
 from services import tokens as token_service
@@ -25,8 +24,6 @@ from services.errors import DomainError, Forbidden, ValidationFailed
 
 FORM_TYPES = ("application/x-www-form-urlencoded",)  # what the document lists
 LIST_FIELDS = ("scopes", "allowed_ips")
-# Reports from secret scanners, per client address (they send no token).
-LEAK_RATE_LIMIT = "60/minute;10/second"
 # What a change may set to null: never expires, all of the role, anywhere, the default.
 NULLABLE_CHANGES = ("expires_at", "scopes", "allowed_ips", "rate_limit")
 # In a form an empty value means "not set" (or, for expires_at, "never"); a name stays text.
@@ -363,7 +360,6 @@ def list_audit_events():
 
 
 @bp.post("/leaks")
-@limiter.limit(LEAK_RATE_LIMIT, key_func=get_remote_address, override_defaults=False)
 def report_leaks():
     """Secret scanners report strings that look like our tokens; no authentication.
 

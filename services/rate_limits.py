@@ -1,0 +1,165 @@
+"""The JSON API's rate limits (SPEC §4), counted in one storage round trip per request.
+
+Fixed windows, as Flask-Limiter's default strategy counts them: a limit such as
+`1000/minute;100/second` is one counter per window, keyed by the window's start, and a
+request is allowed while every counter is within its amount. With Redis, one pipeline
+(INCR and EXPIRE of each window) per request; without it, a dictionary in the worker's
+memory under a lock, pruned as windows pass (no timer thread per hit).
+
+Redis slow or gone: the request counts in the worker's memory instead, and Redis is tried
+again after RETRY_SECONDS; the switch is thread-safe, so a second thread never re-raises the
+first one's error (issue 16).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from flask import Flask, current_app
+from limits import parse_many
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "keysmith_rate_limits"
+RETRY_SECONDS = 5.0
+PRUNE_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    amount: int
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one request against one limit, and what its headers say: the window
+    that refused it, else the shortest one."""
+
+    allowed: bool
+    amount: int
+    remaining: int
+    reset: int  # unix time at which the shown window starts again
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.reset - time.time()))
+
+
+@lru_cache(maxsize=1024)
+def windows_of(limit: str) -> tuple[Window, ...]:
+    """The windows of a limit in Flask-Limiter's syntax, shortest first; () if unreadable."""
+    try:
+        items = parse_many(limit)
+    except ValueError:
+        return ()
+    return tuple(sorted({Window(i.amount, int(i.get_expiry())) for i in items}, key=_order))
+
+
+def _order(window: Window) -> tuple[int, int]:
+    return (window.seconds, window.amount)
+
+
+class _Memory:
+    """Counters of this worker: {(key, window seconds, window start): count}."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int, int], int] = {}
+        self.lock = threading.Lock()
+        self.next_prune = 0.0
+
+    def add(self, keys: list[tuple[str, int, int]], amount: int, now: float) -> list[int]:
+        with self.lock:
+            if now >= self.next_prune:
+                self.next_prune = now + PRUNE_SECONDS
+                stale = [k for k in self.counts if k[2] + k[1] <= now]
+                for k in stale:
+                    del self.counts[k]
+            results = []
+            for key in keys:
+                count = max(0, self.counts.get(key, 0) + amount)
+                self.counts[key] = count
+                results.append(count)
+            return results
+
+
+class RateLimits:
+    """One app's counters: Redis when its storage URI names one, else memory."""
+
+    def __init__(self, storage_uri: str, prefix: str, config) -> None:
+        self.prefix = prefix or "keysmith"
+        self.memory = _Memory()
+        self.redis = None
+        if storage_uri.startswith(("redis://", "rediss://")):
+            from extensions import redis_client
+
+            self.redis = redis_client(storage_uri, config)
+        self._lock = threading.Lock()
+        self._redis_down_until = 0.0
+
+    def _redis_usable(self) -> bool:
+        with self._lock:
+            return self.redis is not None and time.monotonic() >= self._redis_down_until
+
+    def _redis_failed(self) -> None:
+        with self._lock:
+            first = time.monotonic() >= self._redis_down_until
+            self._redis_down_until = time.monotonic() + RETRY_SECONDS
+        if first:
+            log.warning("Rate limit storage unreachable: counting in this worker's memory")
+
+    def _count(self, key: str, windows: tuple[Window, ...], amount: int, now: float) -> list[int]:
+        # Keyed by the amount too, as Flask-Limiter does: a changed limit starts afresh.
+        slots = [
+            (f"{key}:{w.amount}", w.seconds, int(now // w.seconds) * w.seconds) for w in windows
+        ]
+        if self._redis_usable():
+            try:
+                pipe = self.redis.pipeline(transaction=False)  # type: ignore[union-attr]
+                for name, seconds, start in slots:
+                    redis_key = f"{self.prefix}:api-limit:{name}:{seconds}:{start}"
+                    pipe.incrby(redis_key, amount)
+                    pipe.expire(redis_key, seconds + 1)
+                return [int(n) for n in pipe.execute()[0::2]]
+            except Exception:  # redis-py's errors (timeouts, refused, reset) vary
+                self._redis_failed()
+        return self.memory.add(slots, amount, now)
+
+    def hit(self, key: str, limit: str, *, now: float | None = None) -> Decision | None:
+        """Count one request of `key` against `limit`; None if the limit is unreadable."""
+        windows = windows_of(limit)
+        if not windows:
+            return None
+        now = time.time() if now is None else now
+        counts = self._count(key, windows, 1, now)
+        shown = None
+        for window, count in zip(windows, counts, strict=True):
+            reset = (int(now // window.seconds) + 1) * window.seconds
+            if count > window.amount:
+                return Decision(False, window.amount, 0, reset)
+            if shown is None:
+                shown = Decision(True, window.amount, window.amount - count, reset)
+        return shown
+
+    def refund(self, key: str, limit: str, *, now: float | None = None) -> None:
+        """Take back one request (an answer that should not count, such as a 503)."""
+        windows = windows_of(limit)
+        if windows:
+            self._count(key, windows, -1, time.time() if now is None else now)
+
+
+def rate_limits(app: Flask | None = None) -> RateLimits:
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(EXTENSION_KEY)
+    if found is None:
+        found = app.extensions[EXTENSION_KEY] = RateLimits(
+            app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            app.config.get("RATELIMIT_KEY_PREFIX", "keysmith"),
+            app.config,
+        )
+    return found
