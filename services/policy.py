@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from limits import parse_many
 
 from extensions import db
 from models import Organization
-from services import audit
+from services import audit, outbound
 from services.actor import Actor
 from services.errors import Forbidden, ValidationFailed
 
 MAX_LIVE_TOKENS = (1, 100_000)
 MAX_LIFETIME_DAYS = (1, 3650)
 RATE_LIMIT_MAX = 200
-WEBHOOK_MAX = 500
 FIELDS = (
     "max_live_tokens",
     "max_lifetime_days",
@@ -90,17 +88,10 @@ def normalize_rate_limit(value: object) -> str:
 def normalize_webhook_url(value: object) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if not isinstance(value, str):
-        raise ValidationFailed(details={"webhook_url": "The webhook URL must be text."})
-    url = value.strip()
-    parts = urlsplit(url)
-    if len(url) > WEBHOOK_MAX or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed(
-            details={"webhook_url": "Enter a full http:// or https:// URL, or leave it empty."}
-        )
-    if any(ch.isspace() for ch in url):
-        raise ValidationFailed(details={"webhook_url": "The URL may not contain spaces."})
-    return url
+    try:
+        return outbound.check_url(value)  # SSRF: no private, loopback or reserved address
+    except outbound.UnsafeURL as exc:
+        raise ValidationFailed(details={"webhook_url": exc.reason}) from None
 
 
 def update_policy(

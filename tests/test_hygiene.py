@@ -15,6 +15,12 @@ from services import hygiene
 
 
 @pytest.fixture
+def app_config():
+    """The receiver listens on loopback: these tests opt in as an operator would."""
+    return {"WEBHOOK_ALLOW_PRIVATE": True, "WEBHOOK_ALLOW_HTTP": True}
+
+
+@pytest.fixture
 def webhook_receiver():
     received: list[tuple[dict, bytes]] = []
 

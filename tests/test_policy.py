@@ -69,8 +69,10 @@ def test_members_and_viewers_see_it_read_only_and_a_forged_post_is_403(client, d
         ("rate_limit", "lots/minute", "Use the form"),
         ("rate_limit", "", "required"),
         ("rate_limit", "1000/minute;0/second", "at least 1 request"),  # would shut all out
-        ("webhook_url", "ftp://example.com/x", "http:// or https://"),
-        ("webhook_url", "javascript:alert(1)", "http:// or https://"),
+        ("webhook_url", "ftp://example.com/x", "Enter a full https:// URL"),
+        ("webhook_url", "javascript:alert(1)", "Enter a full https:// URL"),
+        ("webhook_url", "https://127.0.0.1/reset", "not allowed"),
+        ("webhook_url", "https://169.254.169.254/latest/meta-data/", "not allowed"),
     ],
 )
 def test_bad_policy_input_is_shown_inline_and_changes_nothing(

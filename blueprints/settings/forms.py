@@ -55,5 +55,6 @@ class PolicyForm(Form):
     )
     webhook_url = URLField(
         "Webhook URL (optional)",
-        description="Where Keysmith posts token events. http:// or https://.",
+        description="Where Keysmith posts token events: an https:// URL (http:// only where "
+        "the operator allows it), never an address on this host or a private network.",
     )

@@ -1,0 +1,207 @@
+"""SSRF (issue 15): a webhook URL never makes Keysmith post into its own host or network,
+unless the operator allows it (WEBHOOK_ALLOW_PRIVATE), checked on save and at every
+connection, and the connection goes to the address that was checked."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hot_path_support import owner_actor
+from webhook_support import start_receiver
+
+from models import Organization
+from services import hygiene, outbound
+from services.errors import ValidationFailed
+
+REFUSED = [
+    "http://127.0.0.1:{port}/internal-admin/reset",
+    "https://127.0.0.1/x",
+    "https://localhost/x",  # a name that resolves to loopback
+    "https://10.0.0.1/x",
+    "https://172.16.5.4/x",
+    "https://192.168.1.1/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://100.64.0.1/x",  # CGNAT
+    "https://0.0.0.0/x",
+    "https://224.0.0.1/x",
+    "https://240.0.0.1/x",
+    "https://[::1]/x",
+    "https://[::]/x",
+    "https://[::ffff:127.0.0.1]/x",
+    "https://[::ffff:a9fe:a9fe]/x",  # 169.254.169.254, IPv4-mapped in hex
+    "https://[fe80::1]/x",
+    "https://[fc00::1]/x",
+    "https://[ff02::1]/x",
+    "https://[2002:7f00:1::]/x",  # 6to4 of 127.0.0.1
+    "https://[64:ff9b::a00:1]/x",  # NAT64 of 10.0.0.1
+    "https://2130706433/x",  # 127.0.0.1 as one decimal number
+    "https://0x7f.1/x",
+]
+
+
+@pytest.fixture
+def receiver():
+    receiver = start_receiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_private_and_reserved_addresses_are_refused_on_save(app, url):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
+    with pytest.raises(outbound.UnsafeURL):
+        outbound.check_url(url.format(port=9))
+
+
+@pytest.mark.parametrize("url", REFUSED)
+def test_private_and_reserved_addresses_are_refused_at_connection(app, url):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
+    result = outbound.post(url.format(port=9), b"{}", {})
+    assert not result.ok and result.status is None and "not allowed" in result.error
+
+
+def test_public_addresses_pass_the_check(app):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=False)
+    for address in ("8.8.8.8", "1.1.1.1", "[2606:4700:4700::1111]", "[2001:4860:4860::8888]"):
+        assert outbound.check_url(f"https://{address}/hook") == f"https://{address}/hook"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://example.com/x", "javascript:alert(1)", "https:///x", "https://u:p@example.com/x"],
+)
+def test_urls_that_are_not_plain_https_are_refused(app, url):
+    with pytest.raises(outbound.UnsafeURL):
+        outbound.check_url(url)
+
+
+def test_http_needs_the_operator_setting(app):
+    app.config.update(WEBHOOK_ALLOW_HTTP=False, WEBHOOK_ALLOW_PRIVATE=True)
+    with pytest.raises(outbound.UnsafeURL, match="https://"):
+        outbound.check_url("http://127.0.0.1:9/x")
+    app.config.update(WEBHOOK_ALLOW_HTTP=True)
+    assert outbound.check_url("http://127.0.0.1:9/x")
+
+
+def test_the_reported_hole_is_closed_policy_save_refuses_loopback(client, db, make_org, receiver):
+    """The report: a new tenant saved http://127.0.0.1:<port>/internal-admin/reset and the cron
+    command posted to it. Saving is refused now, and nothing reaches the receiver."""
+    client.application.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
+    from services import policy
+
+    org = make_org()
+    with pytest.raises(ValidationFailed) as refused:
+        policy.update_policy(
+            org,
+            owner_actor(org),
+            max_live_tokens=100,
+            max_lifetime_days=365,
+            allow_never_expires=False,
+            rate_limit="1000/minute",
+            webhook_url=receiver.url("/internal-admin/reset"),
+        )
+    assert "not allowed" in refused.value.details["webhook_url"]
+
+
+def test_the_reported_hole_is_closed_cron_does_not_post_to_a_stored_loopback_url(
+    app, db, make_org, make_token, receiver
+):
+    """A URL saved before this fix (or pointed at loopback by DNS since) is refused again when
+    the cron command connects: the receiver on loopback never hears a thing."""
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
+    org = make_org(webhook_url=receiver.url("/internal-admin/reset"))
+    make_token(org, expires_in_days=3)
+    result = app.test_cli_runner().invoke(args=["keysmith", "expiring"])
+    assert result.exit_code == 1, result.output
+    assert receiver.requests == []
+
+
+def test_with_private_delivery_allowed_the_loopback_receiver_gets_the_notice(
+    app, db, make_org, make_token, receiver
+):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_ALLOW_HTTP=True)
+    org = make_org(webhook_url=receiver.url("/hook"))
+    make_token(org, expires_in_days=3)
+    result = app.test_cli_runner().invoke(args=["keysmith", "expiring"])
+    assert result.exit_code == 0, result.output
+    [received] = receiver.requests
+    assert received.path == "/hook" and received.headers["keysmith-signature"].startswith("t=")
+    assert db.session.get(Organization, org.id).webhook_url == receiver.url("/hook")
+
+
+def test_redirects_are_not_followed(app, receiver):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_ALLOW_HTTP=True)
+    receiver.status, receiver.headers = 302, {"Location": "http://127.0.0.1:9/internal"}
+    result = outbound.post(receiver.url("/hook"), b"{}", {})
+    assert not result.ok and result.status == 302 and "redirect" in result.error
+    assert len(receiver.requests) == 1
+
+
+def test_at_most_4_kib_of_the_answer_is_read(app, receiver):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_ALLOW_HTTP=True)
+    receiver.body = b"x" * 1_000_000
+    result = outbound.post(receiver.url(), b"{}", {})
+    assert result.ok and len(result.body) == 4096
+
+
+def test_a_slow_receiver_times_out(app, receiver):
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_ALLOW_HTTP=True)
+    receiver.delay = 1.0
+    result = outbound.post(receiver.url(), b"{}", {}, timeout=0.3)
+    assert not result.ok and result.error == "timed out"
+
+
+def test_the_connection_goes_to_the_checked_address_without_a_second_lookup(
+    app, receiver, monkeypatch
+):
+    """DNS rebinding: a name that answers a public address to the check and loopback to the
+    connection would slip through two look-ups. We look up once and connect to that address,
+    while the request still names the host (Host header; SNI and the certificate for https)."""
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_ALLOW_HTTP=True)
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "192.0.2.1"])  # then an address where nothing answers
+    lookups = []
+
+    def resolve(host, *args, **kwargs):
+        if host == "hooks.example.test":
+            lookups.append(host)
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    result = outbound.post(f"http://hooks.example.test:{receiver.port}/hook", b"{}", {})
+    assert result.ok, result.error
+    assert lookups == ["hooks.example.test"]
+    assert receiver.requests[0].headers["host"] == f"hooks.example.test:{receiver.port}"
+
+
+def test_every_resolved_address_must_be_allowed(app, monkeypatch):
+    """A name with one public and one private address is refused: the client could pick either."""
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=False)
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host == "mixed.example.test":
+            return real("8.8.8.8", *args, **kwargs) + real("10.1.2.3", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with pytest.raises(outbound.UnsafeURL):
+        outbound.check_url("https://mixed.example.test/x")
+
+
+def test_members_and_viewers_no_longer_see_the_webhook_url(client, db, make_org, make_member):
+    org = make_org(webhook_url="https://hooks.example.com/T000/B000/secret-path")
+    for role in ("member", "viewer"):
+        membership = make_member(org, role)
+        client.sign_in(membership.user.email)
+        html = client.get("/settings/policy").get_data(as_text=True)
+        assert "secret-path" not in html and "hooks.example.com" not in html
+        client.post("/logout", data={"csrf_token": client.csrf_token("/settings/policy")})
+
+
+def test_hygiene_no_longer_uses_urllib_request():
+    import inspect
+
+    assert "urllib.request" not in inspect.getsource(hygiene)
