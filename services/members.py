@@ -20,7 +20,7 @@ from sqlalchemy.orm import contains_eager, joinedload
 
 from extensions import db
 from models import ROLE_RANK, ROLES, ApiToken, Invite, Membership, Organization, User, utcnow
-from services import accounts, audit
+from services import accounts, audit, webhooks
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
@@ -471,5 +471,6 @@ def remove_member(
         target_label=email,
         details={"role": role, "revoked_tokens": [t.id for t in revoked]},
     )
+    webhooks.member_removed(actor, member_id, email, role, revoked)
     db.session.flush()
     return revoked

@@ -9,7 +9,7 @@ from limits import parse_many
 
 from extensions import db
 from models import Organization
-from services import audit, outbound
+from services import audit, webhooks
 from services.actor import Actor
 from services.errors import Forbidden, ValidationFailed
 
@@ -21,7 +21,6 @@ FIELDS = (
     "max_lifetime_days",
     "allow_never_expires",
     "rate_limit",
-    "webhook_url",
 )
 
 
@@ -31,7 +30,6 @@ class Policy:
     max_lifetime_days: int
     allow_never_expires: bool
     rate_limit: str
-    webhook_url: str | None
 
 
 def policy_of(organization: Organization) -> Policy:
@@ -85,15 +83,6 @@ def normalize_rate_limit(value: object) -> str:
     return check_rate_limit(value.strip())
 
 
-def normalize_webhook_url(value: object) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return outbound.check_url(value)  # SSRF: no private, loopback or reserved address
-    except outbound.UnsafeURL as exc:
-        raise ValidationFailed(details={"webhook_url": exc.reason}) from None
-
-
 def update_policy(
     organization: Organization,
     actor: Actor,
@@ -102,7 +91,6 @@ def update_policy(
     max_lifetime_days: object,
     allow_never_expires: object,
     rate_limit: object,
-    webhook_url: object = None,
 ) -> dict[str, dict[str, Any]]:
     """Change the policy; returns what changed as {field: {"from", "to"}}, audited once."""
     if not can_change_policy(actor):
@@ -115,7 +103,6 @@ def update_policy(
             "max_lifetime_days", max_lifetime_days, MAX_LIFETIME_DAYS
         ),
         "rate_limit": lambda: normalize_rate_limit(rate_limit),
-        "webhook_url": lambda: normalize_webhook_url(webhook_url),
     }
     values: dict[str, Any] = {}
     details: dict[str, str] = {}
@@ -146,5 +133,6 @@ def update_policy(
             target_label=organization.name,
             details=changes,
         )
+        webhooks.emit(organization, "policy.updated", {"changes": changes}, actor=actor)
     db.session.flush()
     return changes

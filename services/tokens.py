@@ -30,7 +30,7 @@ from models import (
     TokenUsage,
     utcnow,
 )
-from services import audit, policy, token_cache
+from services import audit, policy, token_cache, webhooks
 from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
@@ -1007,6 +1007,7 @@ def _record(actor: Actor, action: str, token: ApiToken, details: Mapping[str, An
         target_label=token.name,
         details=dict(details),
     )
+    webhooks.token_changed(action, token, actor, details)  # the outbox, same transaction
 
 
 _change_listeners: list[Any] = []

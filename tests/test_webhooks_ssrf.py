@@ -10,8 +10,7 @@ import pytest
 from hot_path_support import owner_actor
 from webhook_support import start_receiver
 
-from models import Organization
-from services import hygiene, outbound
+from services import hygiene, outbound, webhooks
 from services.errors import ValidationFailed
 
 REFUSED = [
@@ -84,50 +83,37 @@ def test_http_needs_the_operator_setting(app):
     assert outbound.check_url("http://127.0.0.1:9/x")
 
 
-def test_the_reported_hole_is_closed_policy_save_refuses_loopback(client, db, make_org, receiver):
-    """The report: a new tenant saved http://127.0.0.1:<port>/internal-admin/reset and the cron
-    command posted to it. Saving is refused now, and nothing reaches the receiver."""
-    client.application.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
-    from services import policy
-
+def test_the_reported_hole_is_closed_saving_a_loopback_endpoint_is_refused(
+    app, db, make_org, receiver
+):
+    """The report: a new tenant saved http://127.0.0.1:<port>/internal-admin/reset as a
+    webhook and the cron command posted to it. Saving is refused now."""
+    app.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
     org = make_org()
     with pytest.raises(ValidationFailed) as refused:
-        policy.update_policy(
+        webhooks.create_endpoint(
             org,
             owner_actor(org),
-            max_live_tokens=100,
-            max_lifetime_days=365,
-            allow_never_expires=False,
-            rate_limit="1000/minute",
-            webhook_url=receiver.url("/internal-admin/reset"),
+            url=receiver.url("/internal-admin/reset"),
+            events=["token.expiring"],
         )
-    assert "not allowed" in refused.value.details["webhook_url"]
-
-
-def test_the_reported_hole_is_closed_cron_does_not_post_to_a_stored_loopback_url(
-    app, db, make_org, make_token, receiver
-):
-    """A URL saved before this fix (or pointed at loopback by DNS since) is refused again when
-    the cron command connects: the receiver on loopback never hears a thing."""
-    app.config.update(WEBHOOK_ALLOW_PRIVATE=False, WEBHOOK_ALLOW_HTTP=True)
-    org = make_org(webhook_url=receiver.url("/internal-admin/reset"))
-    make_token(org, expires_in_days=3)
-    result = app.test_cli_runner().invoke(args=["keysmith", "expiring"])
-    assert result.exit_code == 1, result.output
+    assert "not allowed" in refused.value.details["url"]
     assert receiver.requests == []
 
 
-def test_with_private_delivery_allowed_the_loopback_receiver_gets_the_notice(
-    app, db, make_org, make_token, receiver
-):
+def test_the_expiry_cron_posts_nothing_itself(app, db, make_org, make_token, receiver):
+    """`flask keysmith expiring` only writes events now; the delivery worker, which checks
+    every connection, is the one thing that posts."""
     app.config.update(WEBHOOK_ALLOW_PRIVATE=True, WEBHOOK_ALLOW_HTTP=True)
-    org = make_org(webhook_url=receiver.url("/hook"))
+    org = make_org()
+    webhooks.create_endpoint(
+        org, owner_actor(org), url=receiver.url("/internal-admin/reset"), events=["token.expiring"]
+    )
+    db.session.commit()
     make_token(org, expires_in_days=3)
     result = app.test_cli_runner().invoke(args=["keysmith", "expiring"])
     assert result.exit_code == 0, result.output
-    [received] = receiver.requests
-    assert received.path == "/hook" and received.headers["keysmith-signature"].startswith("t=")
-    assert db.session.get(Organization, org.id).webhook_url == receiver.url("/hook")
+    assert receiver.requests == []
 
 
 def test_redirects_are_not_followed(app, receiver):
@@ -189,16 +175,6 @@ def test_every_resolved_address_must_be_allowed(app, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     with pytest.raises(outbound.UnsafeURL):
         outbound.check_url("https://mixed.example.test/x")
-
-
-def test_members_and_viewers_no_longer_see_the_webhook_url(client, db, make_org, make_member):
-    org = make_org(webhook_url="https://hooks.example.com/T000/B000/secret-path")
-    for role in ("member", "viewer"):
-        membership = make_member(org, role)
-        client.sign_in(membership.user.email)
-        html = client.get("/settings/policy").get_data(as_text=True)
-        assert "secret-path" not in html and "hooks.example.com" not in html
-        client.post("/logout", data={"csrf_token": client.csrf_token("/settings/policy")})
 
 
 def test_hygiene_no_longer_uses_urllib_request():
