@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import time
+
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -9,7 +13,7 @@ from flask.cli import AppGroup
 
 from extensions import db
 from models import ENVIRONMENTS, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
-from services import accounts, hygiene, tokens
+from services import accounts, hygiene, tokens, webhooks
 from services.actor import Actor, system_actor
 from services.errors import DomainError
 
@@ -192,6 +196,43 @@ def expiring() -> None:
         f"{noted} token(s) expiring within 7 days newly noted; "
         "their token.expiring events go out with `flask keysmith deliver`."
     )
+
+
+@keysmith.command("deliver")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (for cron).")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+def deliver(once: bool, interval: float) -> None:
+    """Post due webhook deliveries (signed, retried for 3 days); runs until stopped."""
+    if once:
+        total = webhooks.DeliveryRun()
+        while (run := webhooks.deliver_due()).attempted:
+            total.succeeded += run.succeeded
+            total.retrying += run.retrying
+            total.failed += run.failed
+        click.echo(
+            f"{total.succeeded} delivered, {total.retrying} to retry, {total.failed} given up."
+        )
+        return
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    click.echo("Delivering webhooks; stop with Ctrl-C or SIGTERM.")
+    try:
+        while not stopping:
+            try:
+                run = webhooks.deliver_due()
+            except Exception:  # the database away for a moment: log, wait, try again
+                db.session.rollback()
+                logging.getLogger(__name__).exception("Webhook delivery pass failed")
+                run = webhooks.DeliveryRun()
+            if not run.attempted:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.session.remove()
+    click.echo("Webhook delivery stopped.")
 
 
 def init_app(app: Flask) -> None:

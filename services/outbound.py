@@ -284,12 +284,12 @@ def post(
         if not 200 <= response.status < 300:
             return done(response.status, f"HTTP {response.status}", data)
         return done(response.status, None, data)
+    except urllib3.exceptions.NewConnectionError:  # first: urllib3 makes it a TimeoutError too
+        return done(None, "connection refused or unreachable")
     except (urllib3.exceptions.TimeoutError, TimeoutError):
         return done(None, "timed out")
     except urllib3.exceptions.SSLError:
         return done(None, "TLS handshake or certificate check failed")
-    except urllib3.exceptions.NewConnectionError:
-        return done(None, "connection refused or unreachable")
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         return done(None, f"connection failed ({type(exc).__name__})")
     finally:

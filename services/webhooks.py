@@ -6,6 +6,12 @@ it, in the caller's transaction (it never commits): a committed change always ha
 event, a rolled-back one never does. The delivery worker (`deliver_due`, run by
 `flask keysmith deliver`) posts them at least once.
 
+Delivery (`deliver_due`): a worker claims due deliveries (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL, a conditional UPDATE everywhere) by moving their next attempt a lease ahead,
+commits, posts outside any transaction through services/outbound.py, then records the
+answer. Two workers never post the same attempt at once; a worker that dies mid-post
+leaves the delivery due again when its lease ends (at least once).
+
 Secrets: an endpoint's signing secret is HMAC(WEBHOOK_SIGNING_KEY, "keysmith webhook
 <salt>"); only the salt is stored, so the database alone can neither reveal nor forge it.
 """
@@ -14,8 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
+import random
 import secrets
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +55,14 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - a label, not a secret
 ROLL_OVERLAP = timedelta(hours=24)  # Stripe's default: the old secret signs beside the new
 MAX_ENDPOINTS = 20
 UNSET: Any = object()
+# Delivery: retried with exponential backoff and jitter for 3 days, then given up.
+RETRY_FOR = timedelta(days=3)
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 6 * 3600
+# A worker holds a claimed delivery this long; a worker that died mid-post frees it then.
+LEASE = timedelta(seconds=60)
+
+log = logging.getLogger(__name__)
 
 
 def _random_id(prefix: str) -> str:
@@ -496,3 +515,187 @@ def redeliver(delivery: WebhookDelivery, actor: Actor) -> WebhookDelivery:
     _record(actor, "webhook.redelivered", delivery.endpoint, {"event_id": delivery.event_id})
     db.session.flush()
     return again
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the n-th failed attempt: 30 s doubling up to 6 h, with "equal jitter"
+    (between half and all of it), so each wait is at least as long as the one before and
+    many failing deliveries do not retry in step."""
+    ceiling = min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
+    return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def _due(now: datetime) -> sa.Select:
+    return (
+        sa.select(WebhookDelivery.id)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+        .where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= now,
+            # A disabled endpoint's deliveries wait for it; a test event goes regardless.
+            sa.or_(WebhookEndpoint.enabled.is_(True), WebhookEvent.type == PING),
+        )
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+    )
+
+
+def _take(ids: Iterable[str], now: datetime) -> int:
+    """Move the attempt a lease ahead, only if still due: the row is ours if this matched."""
+    return db.session.execute(
+        sa.update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id.in_(list(ids)),
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .values(
+            next_attempt_at=now + LEASE,
+            attempts=WebhookDelivery.attempts + 1,
+            last_attempt_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def claim(now: datetime, limit: int = 10) -> list[str]:
+    """Claim up to `limit` due deliveries for this worker, and commit the claim."""
+    if db.engine.dialect.name == "postgresql":
+        ids = list(
+            db.session.scalars(
+                _due(now).limit(limit).with_for_update(skip_locked=True, of=WebhookDelivery)
+            )
+        )
+        if ids:
+            _take(ids, now)  # the rows are locked by us: every one matches
+        db.session.commit()
+        return ids
+    # SQLite has one writer: each claim is its own short write, checked by its row count.
+    candidates = list(db.session.scalars(_due(now).limit(limit)))
+    db.session.rollback()
+    claimed = []
+    for delivery_id in candidates:
+        if _take([delivery_id], now) == 1:
+            claimed.append(delivery_id)
+        db.session.commit()
+    return claimed
+
+
+def body_of(event: WebhookEvent) -> bytes:
+    return json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What a worker needs of a claimed delivery, read before the post so that recording the
+    answer is writes only (SQLite: a write after a read can meet another writer's commit)."""
+
+    delivery_id: str
+    endpoint_id: str
+    event_id: str
+    attempts: int
+    created_at: datetime
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def _attempt(delivery: WebhookDelivery) -> _Attempt:
+    endpoint, event = delivery.endpoint, delivery.event
+    body = body_of(event)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Keysmith-Webhook/1",
+        "Keysmith-Event-Id": event.id,
+        "Keysmith-Event-Type": event.type,
+        "Keysmith-Delivery-Id": delivery.id,
+        "Keysmith-Signature": sign(body, signing_secrets(endpoint), int(time.time())),
+    }
+    return _Attempt(
+        delivery.id,
+        endpoint.id,
+        event.id,
+        delivery.attempts,
+        delivery.created_at,
+        endpoint.url,
+        body,
+        headers,
+    )
+
+
+def _record_result(attempt: _Attempt, result: outbound.Result, now: datetime) -> str:
+    if result.ok:
+        status, next_at = "succeeded", None
+    elif now - attempt.created_at >= RETRY_FOR:
+        status, next_at = "failed", None
+    else:
+        status, next_at = "pending", now + backoff(attempt.attempts)
+    db.session.execute(
+        sa.update(WebhookDelivery)
+        .where(WebhookDelivery.id == attempt.delivery_id)
+        .values(
+            status=status,
+            next_attempt_at=next_at,
+            delivered_at=now if result.ok else None,
+            last_status_code=result.status,
+            last_duration_ms=result.duration_ms,
+            last_error=(result.error or "")[:200] or None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if status != "pending":
+        # Marked failing after 3 days of failures; the next success clears it.
+        failing_since = None if result.ok else sa.func.coalesce(WebhookEndpoint.failing_since, now)
+        db.session.execute(
+            sa.update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == attempt.endpoint_id)
+            .values(failing_since=failing_since)
+            .execution_options(synchronize_session=False)
+        )
+    db.session.commit()
+    # Never the URL (a Slack-style URL is a secret) nor the body.
+    log.info(
+        "Webhook delivery %s (event %s) to endpoint %s: %s",
+        attempt.delivery_id,
+        attempt.event_id,
+        attempt.endpoint_id,
+        "delivered" if result.ok else f"{status}: {result.error}",
+    )
+    return status
+
+
+@dataclass
+class DeliveryRun:
+    succeeded: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+    @property
+    def attempted(self) -> int:
+        return self.succeeded + self.retrying + self.failed
+
+
+def deliver_due(now: datetime | None = None, *, limit: int = 10) -> DeliveryRun:
+    """One pass: claim up to `limit` due deliveries and post each once."""
+    fixed = now  # tests move the clock; otherwise each result is timed when it comes
+    now = now or utcnow()
+    run = DeliveryRun()
+    for delivery_id in claim(now, limit):
+        delivery = db.session.get(WebhookDelivery, delivery_id)
+        if delivery is None:  # its endpoint was deleted meanwhile
+            db.session.rollback()
+            continue
+        attempt = _attempt(delivery)
+        db.session.rollback()  # no transaction stays open while we wait for the receiver
+        result = outbound.post(attempt.url, attempt.body, attempt.headers)
+        status = _record_result(attempt, result, fixed or utcnow())
+        if status == "succeeded":
+            run.succeeded += 1
+        elif status == "failed":
+            run.failed += 1
+        elif status == "pending":
+            run.retrying += 1
+    return run
