@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from models import SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
+from models import EVENT_TYPES, SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
 from services import leaks, policy
 from services import tokens as token_service
 from services.errors import ValidationFailed
@@ -442,6 +442,84 @@ class LeakReportResult(BaseModel):
     revoked: int = Field(description="How many live tokens were revoked because of them.")
 
 
+# ---------------------------------------------------------------- webhooks (SPEC §9)
+
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=500,
+        pattern=r"^https?://[^\s/?#@]+(?:[/?#][^\s]*)?$",
+        description="https:// (http:// only where the operator allows it). Refused when its "
+        "host resolves to this host or a loopback, private, link-local, CGNAT, multicast or "
+        "reserved address, unless the operator allows internal receivers; no user name or "
+        "password in it.",
+    ),
+]
+WebhookEvents = Annotated[
+    list[EventType],
+    Field(min_length=1, max_length=len(EVENT_TYPES), description="The event types it gets."),
+]
+
+
+class WebhookCreate(_Input):
+    url: WebhookUrl
+    events: WebhookEvents
+    enabled: bool = True
+
+
+class WebhookUpdate(_Input):
+    url: WebhookUrl | None = None
+    events: WebhookEvents | None = None
+    enabled: bool | None = None
+
+
+class Webhook(BaseModel):
+    id: str
+    url: str
+    events: list[EventType]
+    enabled: bool
+    status: Literal["enabled", "disabled", "failing"] = Field(
+        description="failing: a delivery was given up after 3 days, until the next success."
+    )
+    failing_since: DateTimeText | None
+    created_at: DateTimeText
+    updated_at: DateTimeText
+    created_by: str
+    href: str
+
+
+class WebhookWithSecret(Webhook):
+    secret: str = Field(
+        description="The signing secret (whsec_...). Shown in this response only; owners and "
+        "admins can show it again on the endpoint's page."
+    )
+
+
+class WebhookList(BaseModel):
+    webhooks: list[Webhook]
+
+
+class WebhookDelivery(BaseModel):
+    id: str
+    event_id: str
+    event_type: Literal[EVENT_TYPES + ("ping",)]  # type: ignore[valid-type]
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    last_status_code: int | None = Field(description="The receiver's HTTP status, if any.")
+    last_duration_ms: int | None
+    last_error: str | None
+    next_attempt_at: DateTimeText | None
+    last_attempt_at: DateTimeText | None
+    delivered_at: DateTimeText | None
+    created_at: DateTimeText
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDelivery] = Field(description="The newest 100, newest first.")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -452,7 +530,14 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, *LEAK_REPORT_SHAPES)
+REQUEST_MODELS = (
+    TokenCreate,
+    TokenUpdate,
+    TokenRotate,
+    *LEAK_REPORT_SHAPES,
+    WebhookCreate,
+    WebhookUpdate,
+)
 RESPONSE_MODELS = (
     Token,
     TokenWithSecret,
@@ -461,6 +546,9 @@ RESPONSE_MODELS = (
     WhoAmI,
     LeakReportResult,
     Error,
+    WebhookWithSecret,
+    WebhookList,
+    WebhookDeliveryList,
 )
 
 

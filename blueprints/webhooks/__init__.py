@@ -95,7 +95,7 @@ def create():
                 events=form.events.data,
                 enabled=bool(form.enabled.data),
             )
-        except ValidationFailed as error:
+        except (ValidationFailed, webhooks.WebhookLimitReached) as error:
             db.session.rollback()
             show_errors(form, error)
         else:
