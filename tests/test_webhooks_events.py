@@ -130,6 +130,9 @@ def test_member_removed_policy_updated_and_expiring_events(
         "member": {"id": member.id, "email": member.user.email, "role": "member"},
         "revoked_token_ids": [token.id],
     }
+    from blueprints.api.schemas import EVENT_MODELS
+
+    EVENT_MODELS["member.removed"].model_validate(removed.payload)
     [updated] = _events(db, "policy.updated")
     assert updated.payload["data"]["changes"]["max_live_tokens"] == {"from": 100, "to": 5}
 
@@ -262,3 +265,35 @@ def test_the_policy_url_migrates_into_an_endpoint_that_keeps_its_secret(tmp_path
 
 def test_token_rows_keep_no_webhook_state(db):
     assert "expiry_webhook_sent_at" not in ApiToken.__table__.columns
+
+
+def test_every_payload_is_what_the_openapi_document_says(client, db, org, endpoint, make_token):
+    """Each event type has its body in the document's `webhooks`; real payloads validate
+    against those models, which forbid any field they do not name."""
+    from blueprints.api.schemas import EVENT_MODELS
+
+    doc = client.get("/api/v1/openapi.json").get_json()
+    assert set(doc["webhooks"]) == {*EVENT_TYPES, "ping"}
+    token, _ = make_token(org, expires_in_days=3)
+    tokens.rotate_token(token, owner_actor(org), grace_seconds=60)
+    hygiene.notify_expiring()
+    policy.update_policy(
+        org,
+        owner_actor(org),
+        max_live_tokens=9,
+        max_lifetime_days=365,
+        allow_never_expires=False,
+        rate_limit=org.rate_limit,
+    )
+    tokens.revoke_token(token, owner_actor(org), reason="leaked")
+    webhooks.send_test_event(endpoint, owner_actor(org))
+    db.session.commit()
+    seen = set()
+    for event in _events(db):
+        EVENT_MODELS[event.type].model_validate(event.payload)
+        schema = doc["webhooks"][event.type]["post"]["requestBody"]["content"]
+        assert schema["application/json"]["schema"]["$ref"].endswith(
+            EVENT_MODELS[event.type].__name__
+        )
+        seen.add(event.type)
+    assert seen == {*EVENT_TYPES} - {"member.removed"} | {"ping"}

@@ -318,6 +318,36 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _webhooks() -> dict[str, Any]:
+    """What Keysmith POSTs to an endpoint, one entry per event type (docs/api.md)."""
+    signature = {
+        "name": "Keysmith-Signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": r"^t=\d+(,v1=[0-9a-f]{64})+$"},
+        "description": 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">; a second v1 '
+        "while a rolled secret overlaps. Refuse a t more than 5 minutes away.",
+    }
+    return {
+        event_type: {
+            "post": {
+                "summary": f"The {event_type} event.",
+                "operationId": f"{event_type.replace('.', '_')}_event",
+                "parameters": [signature],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(model)}},
+                },
+                "responses": {
+                    "2XX": {"description": "Received. Anything else is retried for 3 days."}
+                },
+                "security": [],
+            }
+        }
+        for event_type, model in schemas.EVENT_MODELS.items()
+    }
+
+
 @cache
 def _components() -> dict[str, Any]:
     models = [(m, "validation") for m in schemas.REQUEST_MODELS] + [
@@ -372,5 +402,6 @@ def document() -> dict[str, Any]:
         "servers": [{"url": request.url_root.rstrip("/") + "/api/v1"}],
         "security": [{"bearer": []}, {"apiKey": []}, {"basic": []}],
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": _components(),
     }

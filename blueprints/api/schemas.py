@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
 
@@ -520,6 +521,99 @@ class WebhookDeliveryList(BaseModel):
     deliveries: list[WebhookDelivery] = Field(description="The newest 100, newest first.")
 
 
+# What Keysmith POSTs to endpoints (the document's top-level `webhooks`; docs/api.md).
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a field not documented here is a test failure
+
+
+class EventActor(_Payload):
+    type: Literal["user", "token", "system"]
+    label: str = Field(description="An email, a token's name, or cli / leak report / ...")
+
+
+class EventToken(_Payload):
+    """A token's metadata, never its secret nor a hash of it."""
+
+    id: str
+    name: str
+    environment: Environment
+    role: Literal[TOKEN_ROLES]  # type: ignore[valid-type]
+    scopes: list[Scope]
+    type: TokenType
+    prefix: str
+    status: Status
+    created_at: DateTimeText
+    expires_at: DateTimeText | None
+    revoked_at: DateTimeText | None
+    created_by: str
+
+
+class TokenEventData(_Payload):
+    token: EventToken
+
+
+class TokenRotatedData(TokenEventData):
+    previous_secret_expires_at: DateTimeText | None = Field(
+        description="Until when the previous secret still works (its grace), or null."
+    )
+
+
+class TokenRevokedData(TokenEventData):
+    reason: str | None = Field(description="revoked, member_removed, leaked, ...")
+
+
+class EventMember(_Payload):
+    id: int
+    email: str
+    role: Literal["owner", "admin", "member", "viewer"]
+
+
+class MemberRemovedData(_Payload):
+    member: EventMember
+    revoked_token_ids: list[str]
+
+
+class PolicyUpdatedData(_Payload):
+    changes: dict[str, dict[str, Any]] = Field(
+        description='Each changed field of the key policy: {"from": ..., "to": ...}.'
+    )
+
+
+class PingData(_Payload):
+    message: str
+    endpoint_id: str
+
+
+class _Event(_Payload):
+    id: str = Field(description="The event's id (evt_...): the same on every redelivery.")
+    created: DateTimeText
+    organization_id: int
+    actor: EventActor | None
+
+
+def _event_model(name: str, event_type: str, data: type[BaseModel]) -> type[BaseModel]:
+    return create_model(
+        name,
+        __base__=_Event,
+        type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        data=(data, ...),
+    )
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "token.created": _event_model("TokenCreatedEvent", "token.created", TokenEventData),
+    "token.rotated": _event_model("TokenRotatedEvent", "token.rotated", TokenRotatedData),
+    "token.revoked": _event_model("TokenRevokedEvent", "token.revoked", TokenRevokedData),
+    "token.leaked": _event_model("TokenLeakedEvent", "token.leaked", TokenEventData),
+    "token.expiring": _event_model("TokenExpiringEvent", "token.expiring", TokenEventData),
+    "member.removed": _event_model("MemberRemovedEvent", "member.removed", MemberRemovedData),
+    "policy.updated": _event_model("PolicyUpdatedEvent", "policy.updated", PolicyUpdatedData),
+    "ping": _event_model("PingEvent", "ping", PingData),
+}
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -549,6 +643,7 @@ RESPONSE_MODELS = (
     WebhookWithSecret,
     WebhookList,
     WebhookDeliveryList,
+    *EVENT_MODELS.values(),
 )
 
 
