@@ -131,6 +131,21 @@ def test_revealing_the_secret_asks_for_the_password_again(client, db, org, owner
     assert _secret(html(right)) == webhooks.secret_for(endpoint.secret_salt)
 
 
+def test_wrong_passwords_on_the_reveal_form_are_throttled_like_sign_ins(
+    client, db, org, owner, endpoint, app
+):
+    app.config["LOGIN_THROTTLE"] = "2 per 15 minutes"
+    client.sign_in(owner.email)
+    for _ in range(2):
+        wrong = client.form(f"{PAGE}/{endpoint.id}/reveal", {"password": "guess"}, page=PAGE)
+        assert wrong.status_code == 400
+    right = client.form(
+        f"{PAGE}/{endpoint.id}/reveal", {"password": "correct horse battery"}, page=PAGE
+    )
+    assert right.status_code == 429 and "Too many wrong passwords" in html(right)
+    assert _secret(html(right)) is None
+
+
 def test_rolling_shows_the_new_secret_and_how_long_the_old_one_signs(
     client, db, org, owner, endpoint
 ):

@@ -7,19 +7,30 @@ one service, commit once, then render; to htmx they answer the swapped region al
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from blueprints.web import current_actor, current_membership, current_org, is_htmx, show_errors
+from blueprints.web import (
+    client_ip,
+    current_actor,
+    current_membership,
+    current_org,
+    is_htmx,
+    show_errors,
+)
 from blueprints.webhooks.forms import EVENT_LABELS, EndpointForm, RevealForm
 from extensions import db
-from models import WebhookEndpoint
-from services import accounts, webhooks
+from models import WebhookEndpoint, utcnow
+from services import accounts, throttle, webhooks
 from services.errors import ValidationFailed
 
 bp = Blueprint("webhooks", __name__, url_prefix="/connections/webhooks")
 
 RECENT_DELIVERIES = 50
+# The deliveries list refreshes itself (htmx) while an attempt is due this soon.
+POLL_WITHIN = timedelta(minutes=1)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -105,19 +116,27 @@ def create():
     return _index(form=form, status=400, fragment=is_htmx())
 
 
-def _show(endpoint, *, form=None, reveal_form=None, secret=None, rolled=False, status=200):
+def _deliveries(endpoint: WebhookEndpoint, notice: str | None = None) -> dict:
     deliveries = list(db.session.scalars(webhooks.deliveries_of(endpoint).limit(RECENT_DELIVERIES)))
+    soon = utcnow() + POLL_WITHIN
+    polling = any(
+        d.status == "pending" and (d.next_attempt_at is None or d.next_attempt_at <= soon)
+        for d in deliveries
+    )
+    return {"endpoint": endpoint, "deliveries": deliveries, "polling": polling, "notice": notice}
+
+
+def _show(endpoint, *, form=None, reveal_form=None, secret=None, rolled=False, status=200):
     return render_template(
         "webhooks/show.html",
-        endpoint=endpoint,
         form=form or _endpoint_form(endpoint),
         reveal_form=reveal_form or RevealForm(formdata=None),
-        deliveries=deliveries,
         secret=secret,
         rolled=rolled,
         previous_until=endpoint.previous_secret_expires_at
         if len(webhooks.signing_secrets(endpoint)) > 1
         else None,
+        **_deliveries(endpoint),
     ), status
 
 
@@ -180,24 +199,26 @@ def reveal(endpoint_id: str):
     """The secret again, only to someone who has just typed their password again."""
     endpoint = _endpoint(endpoint_id)
     form = RevealForm()
+    email, ip = current_user.email, client_ip()
+    # Wrong passwords here count with failed sign-ins: the same guessing, the same throttle.
+    wait = throttle.retry_after(email, ip)
+    if wait is not None:
+        form.password.errors = [f"Too many wrong passwords. Try again in {wait} seconds."]
+        return _show(endpoint, reveal_form=form, status=429)
     if form.validate():
-        user = accounts.authenticate(current_user.email, form.password.data or "")
+        user = accounts.authenticate(email, form.password.data or "")
         if user is not None and user.id == current_user.id:
             secret = webhooks.reveal_secret(endpoint, current_actor())
             db.session.commit()
             return _show(endpoint, secret=secret)
+        throttle.record_failure(email, ip)
         form.password.errors = ["That is not your password."]
     return _show(endpoint, reveal_form=form, status=400)
 
 
 def _deliveries_answer(endpoint: WebhookEndpoint, message: str):
     if is_htmx():
-        deliveries = list(
-            db.session.scalars(webhooks.deliveries_of(endpoint).limit(RECENT_DELIVERIES))
-        )
-        return render_template(
-            "webhooks/_deliveries.html", endpoint=endpoint, deliveries=deliveries, notice=message
-        )
+        return render_template("webhooks/_deliveries.html", **_deliveries(endpoint, message))
     flash(message, "success")
     return redirect(url_for(".show", endpoint_id=endpoint.id), 303)
 
@@ -208,8 +229,7 @@ def deliveries(endpoint_id: str):
     endpoint = _endpoint(endpoint_id)
     if not is_htmx():
         return redirect(url_for(".show", endpoint_id=endpoint.id))
-    items = list(db.session.scalars(webhooks.deliveries_of(endpoint).limit(RECENT_DELIVERIES)))
-    return render_template("webhooks/_deliveries.html", endpoint=endpoint, deliveries=items)
+    return render_template("webhooks/_deliveries.html", **_deliveries(endpoint))
 
 
 @bp.post("/<endpoint_id>/test")
