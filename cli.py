@@ -198,6 +198,9 @@ def expiring() -> None:
     )
 
 
+PRUNE_EVERY_SECONDS = 3600
+
+
 @keysmith.command("deliver")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit (for cron).")
 @click.option(
@@ -206,6 +209,7 @@ def expiring() -> None:
 def deliver(once: bool, interval: float) -> None:
     """Post due webhook deliveries (signed, retried for 3 days); runs until stopped."""
     if once:
+        webhooks.prune()
         total = webhooks.DeliveryRun()
         while (run := webhooks.deliver_due()).attempted:
             total.succeeded += run.succeeded
@@ -218,9 +222,13 @@ def deliver(once: bool, interval: float) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     click.echo("Delivering webhooks; stop with Ctrl-C or SIGTERM.")
+    pruned_at = 0.0
     try:
         while not stopping:
             try:
+                if time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                    webhooks.prune()
+                    pruned_at = time.monotonic()
                 run = webhooks.deliver_due()
             except Exception:  # the database away for a moment: log, wait, try again
                 db.session.rollback()

@@ -61,6 +61,8 @@ FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 6 * 3600
 # A worker holds a claimed delivery this long; a worker that died mid-post frees it then.
 LEASE = timedelta(seconds=60)
+# Events and their deliveries are kept this long once nothing about them is pending (Stripe).
+KEEP_FOR = timedelta(days=30)
 
 log = logging.getLogger(__name__)
 
@@ -709,3 +711,19 @@ def deliver_due(now: datetime | None = None, *, limit: int = 10) -> DeliveryRun:
         elif status == "pending":
             run.retrying += 1
     return run
+
+
+def prune(now: datetime | None = None) -> int:
+    """Delete events older than 30 days, with their deliveries, once none is pending; the
+    worker does it now and then, so the outbox does not grow for ever. Returns how many."""
+    now = now or utcnow()
+    pending = sa.select(WebhookDelivery.event_id).where(WebhookDelivery.status == "pending")
+    old = sa.select(WebhookEvent.id).where(
+        WebhookEvent.created_at < now - KEEP_FOR, WebhookEvent.id.not_in(pending)
+    )
+    ids = list(db.session.scalars(old.limit(1000)))
+    if ids:
+        db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids)))
+        db.session.execute(sa.delete(WebhookEvent).where(WebhookEvent.id.in_(ids)))
+    db.session.commit()
+    return len(ids)

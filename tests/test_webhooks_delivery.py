@@ -191,6 +191,25 @@ def test_deliver_once_from_the_command_line(app, db, org, endpoint, receiver, ma
     assert len(receiver.requests) == 2
 
 
+def test_events_older_than_30_days_are_pruned_once_nothing_is_pending(
+    db, org, endpoint, receiver, make_token
+):
+    from models import WebhookEvent
+
+    make_token(org, name="delivered")
+    assert webhooks.deliver_due().succeeded == 1
+    receiver.status = 500
+    make_token(org, name="still retrying")
+    assert webhooks.deliver_due().retrying == 1
+    later = utcnow() + timedelta(days=31)
+    assert webhooks.prune(now=utcnow()) == 0  # too young
+    assert webhooks.prune(now=later) == 1  # the delivered one; the pending one stays
+    db.session.expire_all()
+    [kept] = db.session.scalars(sa.select(WebhookEvent)).all()
+    assert kept.payload["data"]["token"]["name"] == "still retrying"
+    assert len(db.session.scalars(sa.select(WebhookDelivery)).all()) == 1
+
+
 def test_backoff_grows_and_is_jittered():
     for attempts in range(1, 20):
         ceiling = min(30 * 2 ** (attempts - 1), 6 * 3600)
