@@ -12,6 +12,7 @@ refused unless `WEBHOOK_ALLOW_HTTP=true`. Redirects are never followed.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 import time
@@ -164,9 +165,17 @@ def _parse(url: object, allow_http: bool) -> tuple[str, str, int, str]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
-def _resolve(host: str, port: int) -> tuple[str, ...]:
+# getaddrinfo has no timeout of its own: look-ups run here, and we stop waiting in time.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+
+
+def _resolve(host: str, port: int, timeout: float) -> tuple[str, ...]:
     """Every address the host resolves to, in the resolver's order, each once."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise OSError("the name did not resolve in time") from None
     return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 
@@ -177,7 +186,7 @@ def resolve_target(
     allow_private, allow_http = _settings(allow_private, allow_http)
     scheme, host, port, path = _parse(url, allow_http)
     try:
-        addresses = _resolve(host, port)
+        addresses = _resolve(host, port, TIMEOUT_SECONDS)
     except (OSError, UnicodeError):
         raise UnsafeURL(f"The host {host} could not be resolved.") from None
     if not addresses:
@@ -239,6 +248,8 @@ def post(
         target = resolve_target(url, allow_private=allow_private, allow_http=allow_http)
     except UnsafeURL as exc:
         return done(None, exc.reason)
+    # The look-up counts toward the 5 seconds; the connection and answer get what is left.
+    timeout = max(timeout - (time.monotonic() - started), 0.5)
     address = target.addresses[0]
     pool_host = f"[{address}]" if ":" in address else address
     options: dict = {

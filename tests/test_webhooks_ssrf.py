@@ -162,6 +162,24 @@ def test_the_connection_goes_to_the_checked_address_without_a_second_lookup(
     assert receiver.requests[0].headers["host"] == f"hooks.example.test:{receiver.port}"
 
 
+def test_a_name_that_does_not_resolve_in_time_is_a_failed_attempt(app, monkeypatch):
+    import time as clock
+
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.example.test":
+            clock.sleep(1)
+        return real("127.0.0.1" if host == "slow.example.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 0.2)
+    started = clock.monotonic()
+    result = outbound.post("https://slow.example.test/x", b"{}", {}, allow_private=True)
+    assert not result.ok and "could not be resolved" in result.error
+    assert clock.monotonic() - started < 0.9
+
+
 def test_every_resolved_address_must_be_allowed(app, monkeypatch):
     """A name with one public and one private address is refused: the client could pick either."""
     app.config.update(WEBHOOK_ALLOW_PRIVATE=False)
