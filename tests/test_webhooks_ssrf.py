@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from hot_path_support import owner_actor
-from webhook_support import start_receiver
+from webhook_support import make_certificate, start_receiver
 
 from services import hygiene, outbound, webhooks
 from services.errors import ValidationFailed
@@ -178,6 +178,40 @@ def test_a_name_that_does_not_resolve_in_time_is_a_failed_attempt(app, monkeypat
     result = outbound.post("https://slow.example.test/x", b"{}", {}, allow_private=True)
     assert not result.ok and "could not be resolved" in result.error
     assert clock.monotonic() - started < 0.9
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_certificate_of_the_name(
+    app, monkeypatch, tmp_path
+):
+    """Over TLS the pinned connection still speaks to the name: SNI and the certificate
+    check use it (a certificate for the name is accepted at 127.0.0.1), and a certificate
+    for another name, or one nobody vouches for, is a failed attempt."""
+    cert, key = make_certificate(tmp_path, "hooks.example.test")
+    tls = start_receiver(tls=(cert, key))
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        local = host in ("hooks.example.test", "other.example.test")
+        return real("127.0.0.1" if local else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    try:
+        untrusted = outbound.post(
+            f"https://hooks.example.test:{tls.port}/x", b"{}", {}, allow_private=True
+        )
+        assert not untrusted.ok and "certificate" in untrusted.error
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # now we trust it, as a CA would vouch
+        ok = outbound.post(
+            f"https://hooks.example.test:{tls.port}/x", b"{}", {}, allow_private=True
+        )
+        assert ok.ok, ok.error
+        assert tls.requests[-1].headers["host"] == f"hooks.example.test:{tls.port}"
+        wrong_name = outbound.post(
+            f"https://other.example.test:{tls.port}/x", b"{}", {}, allow_private=True
+        )
+        assert not wrong_name.ok and "certificate" in wrong_name.error
+    finally:
+        tls.stop()
 
 
 def test_every_resolved_address_must_be_allowed(app, monkeypatch):

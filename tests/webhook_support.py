@@ -39,7 +39,21 @@ class Receiver:
         self.server.server_close()
 
 
-def start_receiver(port: int = 0) -> Receiver:
+def make_certificate(directory, host: str) -> tuple[str, str]:
+    """A self-signed certificate for `host` (openssl), as (certificate, key) paths."""
+    import subprocess
+
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", key, "-out", cert, "-subj", f"/CN={host}",
+         "-addext", f"subjectAltName=DNS:{host}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def start_receiver(port: int = 0, tls: tuple[str, str] | None = None) -> Receiver:
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -68,6 +82,12 @@ def start_receiver(port: int = 0) -> Receiver:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if tls:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     receiver = Receiver(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver
