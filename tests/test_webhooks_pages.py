@@ -60,6 +60,7 @@ def test_owner_adds_an_endpoint_and_sees_its_secret_once(client, db, org, owner)
         True,
     )
     assert secret == webhooks.secret_for(endpoint.secret_salt)
+    assert f'value="{URL}"' not in html(response)  # the add form starts afresh
     again = html(client.get(PAGE))
     assert secret not in again and URL in again  # owners see URLs, never the secret again
 
@@ -129,6 +130,7 @@ def test_revealing_the_secret_asks_for_the_password_again(client, db, org, owner
     )
     assert right.status_code == 200 and right.headers["Cache-Control"] == "no-store"
     assert _secret(html(right)) == webhooks.secret_for(endpoint.secret_salt)
+    assert f'value="{URL}"' in html(right)
 
 
 def test_wrong_passwords_on_the_reveal_form_are_throttled_like_sign_ins(
@@ -157,6 +159,10 @@ def test_rolling_shows_the_new_secret_and_how_long_the_old_one_signs(
     assert new and new != old and "keeps signing beside this one until" in text
     db.session.expire_all()
     assert webhooks.signing_secrets(db.session.get(WebhookEndpoint, endpoint.id)) == [new, old]
+    # The settings beside it are the endpoint's, not the (empty) fields of the roll's post.
+    assert f'value="{URL}"' in text
+    assert re.search(r'<input checked[^>]*value="token.created"', text), text
+    assert re.search(r'<input checked[^>]*name="enabled"', text)
 
 
 def test_send_test_event_and_redeliver_inline_and_without_javascript(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from blueprints.web import (
@@ -61,8 +61,8 @@ def _require_manager() -> None:
 
 
 def _endpoint_form(endpoint: WebhookEndpoint | None = None) -> EndpointForm:
-    if request.method == "POST":
-        return EndpointForm()
+    """The form as saved (never the request's own fields: after a roll or a reveal, the
+    request holds only its CSRF token). Views with a submitted form pass that one."""
     if endpoint is None:
         return EndpointForm(formdata=None)
     return EndpointForm(formdata=None, obj=endpoint)
