@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 # One worker with threads: in-process rate limits and caches stay exact without Redis.
 # The access log leaves out query strings, so nothing a client put there is logged.
+# The webhook delivery worker runs beside it and stops with it (Ctrl-C, or gunicorn exiting).
 run: install
 	$(BIN)/flask --app app db upgrade
+	$(BIN)/flask --app app keysmith deliver & deliver=$$!; \
+	trap 'kill $$deliver 2>/dev/null; wait $$deliver' EXIT INT TERM; \
 	$(BIN)/gunicorn --workers 1 --threads 8 --bind 127.0.0.1:5000 \
 		--access-logfile - --access-logformat '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms' \
 		'app:create_app()'

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import time
+
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -9,7 +13,7 @@ from flask.cli import AppGroup
 
 from extensions import db
 from models import ENVIRONMENTS, ROLES, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
-from services import accounts, hygiene, members, tokens
+from services import accounts, hygiene, members, tokens, webhooks
 from services.actor import Actor, system_actor
 from services.errors import DomainError
 
@@ -282,17 +286,58 @@ def set_role(org_id: int, email: str, role: str, keep: tuple[str, ...], yes: boo
 
 @keysmith.command("expiring")
 def expiring() -> None:
-    """For cron: audit `token.expiring` 7 days ahead (once per token) and notify webhooks."""
-    notices = hygiene.notify_expiring()
-    db.session.commit()
-    delivered = notices.deliver()
+    """For cron: audit `token.expiring` 7 days ahead (once per token) and queue its webhooks."""
+    noted = hygiene.notify_expiring()
     db.session.commit()
     click.echo(
-        f"{notices.tokens} token(s) expiring within 7 days newly noted; "
-        f"{delivered} of {len(notices.webhooks)} webhook notice(s) delivered."
+        f"{noted} token(s) expiring within 7 days newly noted; "
+        "their token.expiring events go out with `flask keysmith deliver`."
     )
-    if delivered < len(notices.webhooks):  # cron mails the failure; the next run sends again
-        raise SystemExit(1)
+
+
+PRUNE_EVERY_SECONDS = 3600
+
+
+@keysmith.command("deliver")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (for cron).")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+def deliver(once: bool, interval: float) -> None:
+    """Post due webhook deliveries (signed, retried for 3 days); runs until stopped."""
+    if once:
+        webhooks.prune()
+        total = webhooks.DeliveryRun()
+        while (run := webhooks.deliver_due()).attempted:
+            total.succeeded += run.succeeded
+            total.retrying += run.retrying
+            total.failed += run.failed
+        click.echo(
+            f"{total.succeeded} delivered, {total.retrying} to retry, {total.failed} given up."
+        )
+        return
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    click.echo("Delivering webhooks; stop with Ctrl-C or SIGTERM.")
+    pruned_at = 0.0
+    try:
+        while not stopping:
+            try:
+                if time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                    webhooks.prune()
+                    pruned_at = time.monotonic()
+                run = webhooks.deliver_due()
+            except Exception:  # the database away for a moment: log, wait, try again
+                db.session.rollback()
+                logging.getLogger(__name__).exception("Webhook delivery pass failed")
+                run = webhooks.DeliveryRun()
+            if not run.attempted:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.session.remove()
+    click.echo("Webhook delivery stopped.")
 
 
 def init_app(app: Flask) -> None:

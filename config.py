@@ -35,6 +35,10 @@ def _database_url(url: str | None, instance_path: Path) -> str:
     return url
 
 
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
 class Config:
     """One class; every value can be overridden by the environment or by create_app(test_config)."""
 
@@ -58,6 +62,10 @@ class Config:
         # Pin it (to the old TOKEN_HMAC_KEY) before rotating that key, so receivers keep theirs.
         # Unset: TOKEN_HMAC_KEY (services/hygiene.py reads it then).
         self.WEBHOOK_SIGNING_KEY = env.get("WEBHOOK_SIGNING_KEY") or None
+        # Webhooks never reach this host or its networks, nor go out over plain http://,
+        # unless the operator says so (services/outbound.py).
+        self.WEBHOOK_ALLOW_PRIVATE = _flag(env.get("WEBHOOK_ALLOW_PRIVATE"))
+        self.WEBHOOK_ALLOW_HTTP = _flag(env.get("WEBHOOK_ALLOW_HTTP"))
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None
@@ -76,11 +84,7 @@ class Config:
         self.MAX_CONTENT_LENGTH = 1024 * 1024
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
-        self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").lower() in (
-            "1",
-            "true",
-            "yes",
-        )
+        self.SESSION_COOKIE_SECURE = _flag(env.get("SESSION_COOKIE_SECURE"))
         self.REMEMBER_COOKIE_HTTPONLY = True
         self.REMEMBER_COOKIE_SAMESITE = "Lax"
         self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE

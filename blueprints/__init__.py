@@ -12,8 +12,9 @@ def register_blueprints(app: Flask) -> None:
     from blueprints.main import bp as main_bp
     from blueprints.settings import bp as settings_bp
     from blueprints.tokens import bp as tokens_bp
+    from blueprints.webhooks import bp as webhooks_bp
 
     web.init_app(app)
-    for bp in (main_bp, auth_bp, tokens_bp, audit_bp, settings_bp, invites_bp):
+    for bp in (main_bp, auth_bp, tokens_bp, webhooks_bp, audit_bp, settings_bp, invites_bp):
         app.register_blueprint(bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")

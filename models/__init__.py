@@ -14,10 +14,19 @@ from models.token import (
     ApiToken,
     TokenUsage,
 )
+from models.webhook import (
+    EVENT_TYPES,
+    PING,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
     "ENVIRONMENTS",
     "ENV_TAGS",
+    "EVENT_TYPES",
+    "PING",
     "ROLES",
     "ROLE_RANK",
     "ROLE_SCOPES",
@@ -33,5 +42,8 @@ __all__ = [
     "Organization",
     "TokenUsage",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "utcnow",
 ]

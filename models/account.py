@@ -42,7 +42,6 @@ class Organization(Base):
     max_lifetime_days: Mapped[int] = mapped_column(default=365)
     allow_never_expires: Mapped[bool] = mapped_column(default=False)
     rate_limit: Mapped[str] = mapped_column(sa.String(200))
-    webhook_url: Mapped[str | None] = mapped_column(sa.String(500))
     # Set when a leaked token of this organization was reported; admins see a banner.
     leak_alert_at: Mapped[datetime | None]
 

@@ -99,8 +99,6 @@ class ApiToken(TokenState, Base):
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(sa.String(40))
     expiry_notified_at: Mapped[datetime | None]
-    # When the organization's webhook took the expiry notice; unset: send it (again).
-    expiry_webhook_sent_at: Mapped[datetime | None]
 
     # Every token belongs to a person: the user who made it, or the user whose token made it.
     created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"), index=True)

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import logging
-import time
-import urllib.request
-from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app
 
 from extensions import db
 from models import ApiToken, Organization, utcnow
-from services import audit
+from services import audit, webhooks
 from services.actor import system_actor
 
 EXPIRING_WITHIN = timedelta(days=7)
 UNUSED_FOR = timedelta(days=30)
-WEBHOOK_TIMEOUT_SECONDS = 5
-
-log = logging.getLogger(__name__)
 
 
 def is_expiring(token: ApiToken, now: datetime) -> bool:
@@ -78,72 +66,9 @@ def counts(organization: Organization, environment: str, now: datetime) -> dict[
     return {"expiring": expiring or 0, "unused": unused or 0}
 
 
-def webhook_secret(organization: Organization) -> str:
-    """The key an organization's webhook receiver verifies our signature with: derived from
-    WEBHOOK_SIGNING_KEY (by default TOKEN_HMAC_KEY), never stored, so a stolen database
-    cannot forge notices."""
-    config = current_app.config
-    key = (config.get("WEBHOOK_SIGNING_KEY") or config["TOKEN_HMAC_KEY"]).encode()
-    return hmac.new(key, f"keysmith webhook {organization.id}".encode(), hashlib.sha256).hexdigest()
-
-
-def sign(body: bytes, secret: str, timestamp: int) -> str:
-    """Stripe-style signature header value: t=<unix time>,v1=<HMAC-SHA256 of "t.body">."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def post_webhook(organization: Organization, payload: dict) -> bool:
-    """POST a signed JSON notice to the organization's webhook; False if it did not arrive."""
-    if not organization.webhook_url:
-        return False
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-    request = urllib.request.Request(  # noqa: S310 - the policy validates http(s) URLs
-        organization.webhook_url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "Keysmith-Webhook/1",
-            "Keysmith-Signature": sign(body, webhook_secret(organization), int(time.time())),
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
-            return 200 <= response.status < 300
-    except OSError as exc:
-        log.warning("Webhook to organization %s failed: %s", organization.id, exc)
-        return False
-
-
-@dataclass
-class ExpiryNotices:
-    tokens: int = 0
-    # (organization, payload, ids of the tokens the payload names)
-    webhooks: list[tuple[Organization, dict, list[str]]] = field(default_factory=list)
-
-    def deliver(self, now: datetime | None = None) -> int:
-        """Post the webhook notices (after the caller committed the audit events) and mark
-        the tokens of each notice that arrived; the caller commits again. A notice that
-        did not arrive stays pending for the next run. Returns how many arrived."""
-        now = now or utcnow()
-        delivered = 0
-        for organization, payload, token_ids in self.webhooks:
-            if post_webhook(organization, payload):
-                delivered += 1
-                db.session.execute(
-                    sa.update(ApiToken)
-                    .where(ApiToken.id.in_(token_ids))
-                    .values(expiry_webhook_sent_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-        return delivered
-
-
-def notify_expiring(now: datetime | None = None) -> ExpiryNotices:
-    """Write one `token.expiring` event per token expiring within 7 days (once per token),
-    and prepare one webhook notice per organization with a webhook, naming its newly noted
-    tokens and those whose notice did not arrive before; `deliver()` them after commit."""
+def notify_expiring(now: datetime | None = None) -> int:
+    """Audit `token.expiring` once per token expiring within 7 days, and write its webhook
+    event in the same transaction (the delivery worker posts it); returns how many."""
     now = now or utcnow()
     due = db.session.scalars(
         sa.select(ApiToken)
@@ -151,11 +76,11 @@ def notify_expiring(now: datetime | None = None) -> ExpiryNotices:
         .order_by(ApiToken.organization_id, ApiToken.expires_at)
         .with_for_update(skip_locked=True)
     ).all()
-    notices = ExpiryNotices(tokens=len(due))
     for token in due:
         token.expiry_notified_at = now
+        actor = system_actor(token.organization, "expiry check")
         audit.record(
-            system_actor(token.organization, "expiry check"),
+            actor,
             "token.expiring",
             environment=token.environment,
             target_type="token",
@@ -163,39 +88,11 @@ def notify_expiring(now: datetime | None = None) -> ExpiryNotices:
             target_label=token.name,
             details={"expires_at": _iso(token.expires_at)},
         )
-    db.session.flush()
-    pending = db.session.scalars(
-        sa.select(ApiToken)
-        .join(Organization, Organization.id == ApiToken.organization_id)
-        .where(
-            expiring_filter(now),
-            ApiToken.expiry_notified_at.is_not(None),
-            ApiToken.expiry_webhook_sent_at.is_(None),
-            Organization.webhook_url.is_not(None),
+        webhooks.emit(
+            token.organization, "token.expiring", {"token": webhooks.token_data(token)}, actor=actor
         )
-        .order_by(ApiToken.organization_id, ApiToken.expires_at)
-    ).all()
-    by_org: dict[int, list[ApiToken]] = defaultdict(list)
-    for token in pending:
-        by_org[token.organization_id].append(token)
-    for org_tokens in by_org.values():
-        organization = org_tokens[0].organization
-        payload = {
-            "type": "token.expiring",
-            "organization": {"id": organization.id, "name": organization.name},
-            "tokens": [
-                {
-                    "id": t.id,
-                    "name": t.name,
-                    "environment": t.environment,
-                    "prefix": t.prefix,
-                    "expires_at": _iso(t.expires_at),
-                }
-                for t in org_tokens
-            ],
-        }
-        notices.webhooks.append((organization, payload, [t.id for t in org_tokens]))
-    return notices
+    db.session.flush()
+    return len(due)
 
 
 def _iso(value: datetime) -> str:

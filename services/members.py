@@ -21,7 +21,7 @@ from sqlalchemy.orm import contains_eager, joinedload
 
 from extensions import db
 from models import ROLE_RANK, ROLES, ApiToken, Invite, Membership, Organization, User, utcnow
-from services import accounts, audit
+from services import accounts, audit, webhooks
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
@@ -693,5 +693,6 @@ def remove_member(
             "cancelled_invites": [i.id for i in cancelled],
         },
     )
+    webhooks.member_removed(actor, member_id, email, role, revoked)
     db.session.flush()
     return revoked

@@ -6,27 +6,24 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import current_app
 from limits import parse_many
 
 from extensions import db
 from models import Organization
-from services import audit
+from services import audit, webhooks
 from services.actor import Actor
 from services.errors import Forbidden, ValidationFailed
 
 MAX_LIVE_TOKENS = (1, 100_000)
 MAX_LIFETIME_DAYS = (1, 3650)
 RATE_LIMIT_MAX = 200
-WEBHOOK_MAX = 500
 FIELDS = (
     "max_live_tokens",
     "max_lifetime_days",
     "allow_never_expires",
     "rate_limit",
-    "webhook_url",
 )
 
 
@@ -36,7 +33,6 @@ class Policy:
     max_lifetime_days: int
     allow_never_expires: bool
     rate_limit: str
-    webhook_url: str | None
 
 
 def policy_of(organization: Organization) -> Policy:
@@ -161,22 +157,6 @@ def bounded_rate_limit(
     return policy_limit
 
 
-def normalize_webhook_url(value: object) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str):
-        raise ValidationFailed(details={"webhook_url": "The webhook URL must be text."})
-    url = value.strip()
-    parts = urlsplit(url)
-    if len(url) > WEBHOOK_MAX or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed(
-            details={"webhook_url": "Enter a full http:// or https:// URL, or leave it empty."}
-        )
-    if any(ch.isspace() for ch in url):
-        raise ValidationFailed(details={"webhook_url": "The URL may not contain spaces."})
-    return url
-
-
 def update_policy(
     organization: Organization,
     actor: Actor,
@@ -185,7 +165,6 @@ def update_policy(
     max_lifetime_days: object,
     allow_never_expires: object,
     rate_limit: object,
-    webhook_url: object = None,
 ) -> dict[str, dict[str, Any]]:
     """Change the policy; returns what changed as {field: {"from", "to"}}, audited once."""
     if not can_change_policy(actor):
@@ -198,7 +177,6 @@ def update_policy(
             "max_lifetime_days", max_lifetime_days, MAX_LIFETIME_DAYS
         ),
         "rate_limit": lambda: normalize_rate_limit(rate_limit),
-        "webhook_url": lambda: normalize_webhook_url(webhook_url),
     }
     values: dict[str, Any] = {}
     details: dict[str, str] = {}
@@ -229,5 +207,6 @@ def update_policy(
             target_label=organization.name,
             details=changes,
         )
+        webhooks.emit(organization, "policy.updated", {"changes": changes}, actor=actor)
     db.session.flush()
     return changes

@@ -140,7 +140,6 @@ class OrganizationSnapshot(_ReadsLikeRow):
     max_lifetime_days: int
     allow_never_expires: bool
     rate_limit: str
-    webhook_url: str | None
     leak_alert_at: datetime | None
 
     def __repr__(self) -> str:

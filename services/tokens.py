@@ -33,7 +33,7 @@ from models import (
     utcnow,
 )
 from models.token import TokenState
-from services import audit, policy, token_cache
+from services import audit, policy, token_cache, webhooks
 from services import secrets as token_secrets
 from services.actor import Actor
 from services.errors import (
@@ -1315,6 +1315,7 @@ def _record(actor: Actor, action: str, token: ApiToken, details: Mapping[str, An
         target_label=token.name,
         details=dict(details),
     )
+    webhooks.token_changed(action, token, actor, details)  # the outbox, same transaction
 
 
 _change_listeners: list[Any] = []

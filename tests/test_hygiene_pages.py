@@ -1,5 +1,5 @@
 """Issue 8's page parts: "I found this token", hygiene badges and filters, the IP allowlist,
-the leak banner and the webhook signing secret."""
+the leak banner."""
 
 from __future__ import annotations
 
@@ -567,23 +567,3 @@ def test_dismiss_needs_csrf_and_ignores_a_foreign_next(signed_in, org, db):
         "/organizations/leak-alert/dismiss", {"next": "https://evil.example/"}, page=PAGE
     )
     assert response.headers["Location"] == PAGE
-
-
-# ---------------------------------------------------------------- webhook signing secret
-
-
-def test_policy_page_shows_admins_the_webhook_secret(client, org, owner, make_member, app):
-    with app.test_request_context():
-        secret = hygiene.webhook_secret(org)
-    client.sign_in(owner.email)
-    response = client.get("/settings/policy")
-    html = html_of(response)
-    assert (
-        f'<code id="webhook-secret" aria-labelledby="webhook-secret-label">{secret}</code>' in html
-    )
-    assert 'data-copy-target="webhook-secret"' in html and "Keysmith-Signature: t=…,v1=…" in html
-    assert response.headers["Cache-Control"] == "no-store"
-    member = make_member(org, role="member")
-    client.post("/logout", data={"csrf_token": client.csrf_token("/settings/policy")})
-    client.sign_in(member.user.email)
-    assert secret not in html_of(client.get("/settings/policy"))

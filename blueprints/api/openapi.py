@@ -19,7 +19,10 @@ RATE_HEADERS = {
     "X-RateLimit-Reset": {"$ref": "#/components/headers/X-RateLimit-Reset"},
 }
 ERRORS = {
-    "400": ("BadRequest", "validation_error, duplicate_name or token_limit_reached."),
+    "400": (
+        "BadRequest",
+        "validation_error, duplicate_name, token_limit_reached or webhook_limit_reached.",
+    ),
     "401": (
         "Unauthorized",
         "missing_token, invalid_token, token_expired, token_revoked or token_inactive.",
@@ -112,6 +115,18 @@ ANY = ("400", "405", "413", "429", "500")
 AUTHENTICATED = (*ANY, "401", "403", "503")
 ONE_TOKEN = (*AUTHENTICATED, "404")
 WITH_BODY = ("415",)  # only views that read a body care what it is
+WEBHOOK_ID = {
+    "name": "webhook_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The endpoint's public id (we_...).",
+}
+WEBHOOKS_NOTE = " Needs an admin-role token (all scopes) of an owner or admin."
+
+
+def _json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(model)}}}
 
 
 UPDATE_SUMMARY = "Change what is sent: name, active, role, scopes, expiry, allowlist, rate limit."
@@ -229,6 +244,62 @@ def _paths() -> dict[str, Any]:
                 security=[],
             )
         },
+        "/webhooks": {
+            "get": _operation(
+                "The organization's webhook endpoints." + WEBHOOKS_NOTE,
+                "listWebhooks",
+                {"200": _ok("The endpoints.", schemas.WebhookList), **_errors(*AUTHENTICATED)},
+            ),
+            "post": _operation(
+                "Add an endpoint; the answer carries its signing secret, once." + WEBHOOKS_NOTE,
+                "createWebhook",
+                {
+                    "201": _ok(
+                        "Created. `secret` signs its deliveries: store it now.",
+                        schemas.WebhookWithSecret,
+                        Location={
+                            "description": "The new endpoint's URL.",
+                            "schema": {"type": "string"},
+                        },
+                    ),
+                    **_errors(*AUTHENTICATED, *WITH_BODY),
+                },
+                requestBody=_json_body(schemas.WebhookCreate),
+            ),
+        },
+        "/webhooks/{webhook_id}": {
+            "parameters": [WEBHOOK_ID],
+            "get": _operation(
+                "One endpoint." + WEBHOOKS_NOTE,
+                "getWebhook",
+                {"200": _ok("The endpoint.", schemas.Webhook), **_errors(*ONE_TOKEN)},
+            ),
+            "patch": _operation(
+                "Change what is sent: url, events, enabled." + WEBHOOKS_NOTE,
+                "updateWebhook",
+                {
+                    "200": _ok("The endpoint.", schemas.Webhook),
+                    **_errors(*ONE_TOKEN, *WITH_BODY),
+                },
+                requestBody=_json_body(schemas.WebhookUpdate, required=False),
+            ),
+            "delete": _operation(
+                "Delete the endpoint; its pending deliveries are not sent." + WEBHOOKS_NOTE,
+                "deleteWebhook",
+                {"204": _ok("Deleted.", None), **_errors(*ONE_TOKEN)},
+            ),
+        },
+        "/webhooks/{webhook_id}/deliveries": {
+            "parameters": [WEBHOOK_ID],
+            "get": _operation(
+                "The endpoint's newest deliveries." + WEBHOOKS_NOTE,
+                "listWebhookDeliveries",
+                {
+                    "200": _ok("Deliveries, newest first.", schemas.WebhookDeliveryList),
+                    **_errors(*ONE_TOKEN),
+                },
+            ),
+        },
         "/openapi.json": {
             "get": _operation(
                 "This document. No authentication.",
@@ -244,6 +315,36 @@ def _paths() -> dict[str, Any]:
                 security=[],
             )
         },
+    }
+
+
+def _webhooks() -> dict[str, Any]:
+    """What Keysmith POSTs to an endpoint, one entry per event type (docs/api.md)."""
+    signature = {
+        "name": "Keysmith-Signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": r"^t=\d+(,v1=[0-9a-f]{64})+$"},
+        "description": 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">; a second v1 '
+        "while a rolled secret overlaps. Refuse a t more than 5 minutes away.",
+    }
+    return {
+        event_type: {
+            "post": {
+                "summary": f"The {event_type} event.",
+                "operationId": f"{event_type.replace('.', '_')}_event",
+                "parameters": [signature],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(model)}},
+                },
+                "responses": {
+                    "2XX": {"description": "Received. Anything else is retried for 3 days."}
+                },
+                "security": [],
+            }
+        }
+        for event_type, model in schemas.EVENT_MODELS.items()
     }
 
 
@@ -295,11 +396,12 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "Keysmith API",
             "version": "1",
-            "description": "Manage a team's API tokens and read its audit log. "
+            "description": "Manage a team's API tokens and webhooks and read its audit log. "
             "Authenticate with the token itself. See docs/api.md.",
         },
         "servers": [{"url": request.url_root.rstrip("/") + "/api/v1"}],
         "security": [{"bearer": []}, {"apiKey": []}, {"basic": []}],
         "paths": _paths(),
+        "webhooks": _webhooks(),
         "components": _components(),
     }

@@ -24,10 +24,11 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
 )
 
-from models import SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
+from models import EVENT_TYPES, SCOPES, TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization
 from services import leaks, policy
 from services import tokens as token_service
 from services.errors import ValidationFailed
@@ -453,6 +454,177 @@ class LeakReportResult(BaseModel):
     revoked: int = Field(description="How many live tokens were revoked because of them.")
 
 
+# ---------------------------------------------------------------- webhooks (SPEC §9)
+
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=500,
+        pattern=r"^https?://[^\s/?#@]+(?:[/?#][^\s]*)?$",
+        description="https:// (http:// only where the operator allows it). Refused when its "
+        "host resolves to this host or a loopback, private, link-local, CGNAT, multicast or "
+        "reserved address, unless the operator allows internal receivers; no user name or "
+        "password in it.",
+    ),
+]
+WebhookEvents = Annotated[
+    list[EventType],
+    Field(min_length=1, max_length=len(EVENT_TYPES), description="The event types it gets."),
+]
+
+
+class WebhookCreate(_Input):
+    url: WebhookUrl
+    events: WebhookEvents
+    enabled: bool = True
+
+
+class WebhookUpdate(_Input):
+    url: WebhookUrl | None = None
+    events: WebhookEvents | None = None
+    enabled: bool | None = None
+
+
+class Webhook(BaseModel):
+    id: str
+    url: str
+    events: list[EventType]
+    enabled: bool
+    status: Literal["enabled", "disabled", "failing"] = Field(
+        description="failing: a delivery was given up after 3 days, until the next success."
+    )
+    failing_since: DateTimeText | None
+    created_at: DateTimeText
+    updated_at: DateTimeText
+    created_by: str
+    href: str
+
+
+class WebhookWithSecret(Webhook):
+    secret: str = Field(
+        description="The signing secret (whsec_...). Shown in this response only; owners and "
+        "admins can show it again on the endpoint's page."
+    )
+
+
+class WebhookList(BaseModel):
+    webhooks: list[Webhook]
+
+
+class WebhookDelivery(BaseModel):
+    id: str
+    event_id: str
+    event_type: Literal[EVENT_TYPES + ("ping",)]  # type: ignore[valid-type]
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    last_status_code: int | None = Field(description="The receiver's HTTP status, if any.")
+    last_duration_ms: int | None
+    last_error: str | None
+    next_attempt_at: DateTimeText | None
+    last_attempt_at: DateTimeText | None
+    delivered_at: DateTimeText | None
+    created_at: DateTimeText
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDelivery] = Field(description="The newest 100, newest first.")
+
+
+# What Keysmith POSTs to endpoints (the document's top-level `webhooks`; docs/api.md).
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a field not documented here is a test failure
+
+
+class EventActor(_Payload):
+    type: Literal["user", "token", "system"]
+    label: str = Field(description="An email, a token's name, or cli / leak report / ...")
+
+
+class EventToken(_Payload):
+    """A token's metadata, never its secret nor a hash of it."""
+
+    id: str
+    name: str
+    environment: Environment
+    role: Literal[TOKEN_ROLES]  # type: ignore[valid-type]
+    scopes: list[Scope]
+    type: TokenType
+    prefix: str
+    status: Status
+    created_at: DateTimeText
+    expires_at: DateTimeText | None
+    revoked_at: DateTimeText | None
+    created_by: str
+
+
+class TokenEventData(_Payload):
+    token: EventToken
+
+
+class TokenRotatedData(TokenEventData):
+    previous_secret_expires_at: DateTimeText | None = Field(
+        description="Until when the previous secret still works (its grace), or null."
+    )
+
+
+class TokenRevokedData(TokenEventData):
+    reason: str | None = Field(description="revoked, member_removed, leaked, ...")
+
+
+class EventMember(_Payload):
+    id: int
+    email: str
+    role: Literal["owner", "admin", "member", "viewer"]
+
+
+class MemberRemovedData(_Payload):
+    member: EventMember
+    revoked_token_ids: list[str]
+
+
+class PolicyUpdatedData(_Payload):
+    changes: dict[str, dict[str, Any]] = Field(
+        description='Each changed field of the key policy: {"from": ..., "to": ...}.'
+    )
+
+
+class PingData(_Payload):
+    message: str
+    endpoint_id: str
+
+
+class _Event(_Payload):
+    id: str = Field(description="The event's id (evt_...): the same on every redelivery.")
+    created: DateTimeText
+    organization_id: int
+    actor: EventActor | None
+
+
+def _event_model(name: str, event_type: str, data: type[BaseModel]) -> type[BaseModel]:
+    return create_model(
+        name,
+        __base__=_Event,
+        type=(Literal[event_type], ...),  # type: ignore[valid-type]
+        data=(data, ...),
+    )
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "token.created": _event_model("TokenCreatedEvent", "token.created", TokenEventData),
+    "token.rotated": _event_model("TokenRotatedEvent", "token.rotated", TokenRotatedData),
+    "token.revoked": _event_model("TokenRevokedEvent", "token.revoked", TokenRevokedData),
+    "token.leaked": _event_model("TokenLeakedEvent", "token.leaked", TokenEventData),
+    "token.expiring": _event_model("TokenExpiringEvent", "token.expiring", TokenEventData),
+    "member.removed": _event_model("MemberRemovedEvent", "member.removed", MemberRemovedData),
+    "policy.updated": _event_model("PolicyUpdatedEvent", "policy.updated", PolicyUpdatedData),
+    "ping": _event_model("PingEvent", "ping", PingData),
+}
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -463,7 +635,14 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-REQUEST_MODELS = (TokenCreate, TokenUpdate, TokenRotate, *LEAK_REPORT_SHAPES)
+REQUEST_MODELS = (
+    TokenCreate,
+    TokenUpdate,
+    TokenRotate,
+    *LEAK_REPORT_SHAPES,
+    WebhookCreate,
+    WebhookUpdate,
+)
 RESPONSE_MODELS = (
     Token,
     TokenWithSecret,
@@ -472,6 +651,10 @@ RESPONSE_MODELS = (
     WhoAmI,
     LeakReportResult,
     Error,
+    WebhookWithSecret,
+    WebhookList,
+    WebhookDeliveryList,
+    *EVENT_MODELS.values(),
 )
 
 

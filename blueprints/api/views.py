@@ -16,8 +16,8 @@ from werkzeug.exceptions import UnsupportedMediaType
 from blueprints.api import bp, schemas
 from blueprints.api.auth import current_api_actor, presented_secret
 from extensions import db
-from models import ApiToken, AuditEvent, utcnow
-from services import audit, leaks
+from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcnow
+from services import audit, leaks, webhooks
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import DomainError, Forbidden, ValidationFailed
@@ -372,6 +372,119 @@ def report_leaks():
     )
     db.session.commit()
     return jsonify(schemas.LeakReportResult(**asdict(report)).model_dump())
+
+
+# ---------------------------------------------------------------- webhooks (SPEC §9)
+
+DELIVERIES_LISTED = 100
+
+
+def webhook_json(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[str, Any]:
+    fields = {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": list(endpoint.events),
+        "enabled": endpoint.enabled,
+        "status": "failing"
+        if endpoint.failing_since
+        else ("enabled" if endpoint.enabled else "disabled"),
+        "failing_since": _iso(endpoint.failing_since),
+        "created_at": _iso(endpoint.created_at),
+        "updated_at": _iso(endpoint.updated_at),
+        "created_by": endpoint.created_by_label,
+        "href": url_for("api.get_webhook", webhook_id=endpoint.id, _external=True),
+    }
+    if secret is not None:
+        return schemas.WebhookWithSecret(**fields, secret=secret).model_dump()
+    return schemas.Webhook(**fields).model_dump()
+
+
+def delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    return schemas.WebhookDelivery(
+        id=delivery.id,
+        event_id=delivery.event_id,
+        event_type=delivery.event.type,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_status_code=delivery.last_status_code,
+        last_duration_ms=delivery.last_duration_ms,
+        last_error=delivery.last_error,
+        next_attempt_at=_iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        last_attempt_at=_iso(delivery.last_attempt_at),
+        delivered_at=_iso(delivery.delivered_at),
+        created_at=_iso(delivery.created_at),
+    ).model_dump()
+
+
+def webhook_manager() -> Actor:
+    """The caller, if it may manage webhooks: an admin-role token (all scopes) of an owner
+    or admin. Checked before anything else, so nobody else learns what exists."""
+    actor = current_api_actor()
+    if not webhooks.can_manage(actor):
+        raise Forbidden(
+            "Webhooks need an admin-role token of an owner or admin.",
+            details={"role": "admin"},
+        )
+    return actor
+
+
+@bp.get("/webhooks")
+def list_webhooks():
+    actor = webhook_manager()
+    endpoints = db.session.scalars(webhooks.endpoints_of(actor.organization))
+    return jsonify({"webhooks": [webhook_json(e) for e in endpoints]})
+
+
+@bp.post("/webhooks")
+def create_webhook():
+    actor = webhook_manager()
+    body = schemas.parse(schemas.WebhookCreate, request_data(forms=False), strict=True)
+    endpoint, secret = webhooks.create_endpoint(
+        actor.organization, actor, url=body.url, events=body.events, enabled=body.enabled
+    )
+    db.session.commit()
+    response = with_secret(webhook_json(endpoint, secret), 201)
+    response.headers["Location"] = url_for(
+        "api.get_webhook", webhook_id=endpoint.id, _external=True
+    )
+    return response
+
+
+@bp.get("/webhooks/<webhook_id>")
+def get_webhook(webhook_id: str):
+    actor = webhook_manager()
+    return jsonify(webhook_json(webhooks.get_endpoint_or_404(actor.organization, webhook_id)))
+
+
+@bp.patch("/webhooks/<webhook_id>")
+def update_webhook(webhook_id: str):
+    actor = webhook_manager()
+    body = schemas.parse(schemas.WebhookUpdate, request_data(forms=False), strict=True)
+    endpoint = webhooks.get_endpoint_or_404(actor.organization, webhook_id)
+    changes = {
+        field: getattr(body, field)
+        for field in body.model_fields_set
+        if getattr(body, field) is not None
+    }
+    webhooks.update_endpoint(endpoint, actor, **changes)
+    db.session.commit()
+    return jsonify(webhook_json(endpoint))
+
+
+@bp.delete("/webhooks/<webhook_id>")
+def delete_webhook(webhook_id: str):
+    actor = webhook_manager()
+    webhooks.delete_endpoint(webhooks.get_endpoint_or_404(actor.organization, webhook_id), actor)
+    db.session.commit()
+    return "", 204
+
+
+@bp.get("/webhooks/<webhook_id>/deliveries")
+def list_webhook_deliveries(webhook_id: str):
+    actor = webhook_manager()
+    endpoint = webhooks.get_endpoint_or_404(actor.organization, webhook_id)
+    rows = db.session.scalars(webhooks.deliveries_of(endpoint).limit(DELIVERIES_LISTED))
+    return jsonify({"deliveries": [delivery_json(d) for d in rows]})
 
 
 @bp.get("/openapi.json")

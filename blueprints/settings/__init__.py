@@ -20,7 +20,6 @@ from blueprints.web import (
 )
 from extensions import db
 from models import Membership
-from services import hygiene
 from services import members as member_service
 from services import policy as policy_service
 from services.actor import Actor
@@ -308,7 +307,6 @@ def policy():
                     max_lifetime_days=form.max_lifetime_days.data,
                     allow_never_expires=bool(form.allow_never_expires.data),
                     rate_limit=form.rate_limit.data,
-                    webhook_url=form.webhook_url.data,
                 )
             except ValidationFailed as exc:
                 db.session.rollback()
@@ -327,8 +325,6 @@ def policy():
             editable=editable,
             policy=policy_service.policy_of(org),
             role=membership.role if membership else None,
-            webhook_secret=hygiene.webhook_secret(org) if editable else None,
         ),
         status,
-        NO_STORE if editable else {},  # the page carries the webhook signing secret
     )

@@ -1,6 +1,6 @@
 """Forms of Settings: invite a member, change a role, the key policy."""
 
-from wtforms import BooleanField, EmailField, SelectField, StringField, URLField
+from wtforms import BooleanField, EmailField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
@@ -52,8 +52,4 @@ class PolicyForm(Form):
         "Default rate limit",
         description="Per token, e.g. 1000/minute;100/second. It applies at once to every "
         "token without a limit of its own.",
-    )
-    webhook_url = URLField(
-        "Webhook URL (optional)",
-        description="Where Keysmith posts token events. http:// or https://.",
     )

@@ -1,5 +1,5 @@
 """Issue 8's pages in Chromium: "I found this token", hygiene badges and filters, the IP
-allowlist, the leak banner and the webhook signing secret; with htmx and without JavaScript."""
+allowlist, the leak banner; with htmx and without JavaScript."""
 
 from __future__ import annotations
 
@@ -298,15 +298,3 @@ def test_leak_banner_appears_and_an_owner_dismisses_it(page, shot, live_server):
     expect(page).to_have_url(re.compile(r"/connections/api-tokens\?environment=sandbox$"))
     page.goto("/connections/audit-log")
     expect(page.get_by_role("cell", name="leak_alert.dismissed")).to_be_visible()
-
-
-def test_policy_page_shows_the_webhook_signing_secret(page, shot):
-    sign_up(page)
-    page.goto("/settings/policy")
-    secret = page.locator("#webhook-secret").inner_text().strip()
-    assert re.fullmatch(r"[0-9a-f]{64}", secret)
-    expect(page.get_by_text("Keysmith-Signature: t=…,v1=…")).to_be_visible()
-    page.get_by_role("button", name="Copy").click()
-    expect(page.get_by_role("button", name="Copied")).to_be_visible()
-    assert page.evaluate("navigator.clipboard.readText()") == secret
-    shot(page, "policy")

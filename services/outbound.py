@@ -1,0 +1,307 @@
+"""Outbound HTTP to URLs our users give us (webhooks), safe from server-side request forgery.
+
+One rule, used when a URL is saved (`check_url`) and again at every connection (`post`):
+resolve the host once, refuse it if *any* of its addresses is loopback, private, link-local,
+CGNAT, multicast, reserved or unspecified (IPv6 forms that embed an IPv4 address are judged
+by that address), and connect to the very address that was checked, so a DNS answer that
+changes between the check and the connection (rebinding) changes nothing. The request still
+names the host: Host header, TLS SNI and the certificate check use the name, not the address.
+`WEBHOOK_ALLOW_PRIVATE=true` lets an operator deliver to internal receivers; `http://` is
+refused unless `WEBHOOK_ALLOW_HTTP=true`. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import urllib3
+from flask import current_app
+
+from services.errors import ValidationFailed
+
+URL_MAX = 500
+TIMEOUT_SECONDS = 5.0
+MAX_RESPONSE_BYTES = 4096
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_V4_REFUSED = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network", 0.0.0.0 itself
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
+        "172.16.0.0/12",
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.168.0.0/16",
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast
+    )
+)
+_V6_REFUSED = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",  # unspecified, loopback, IPv4-compatible (deprecated)
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard
+        "2001::/23",  # IETF protocol assignments, Teredo included
+        "2001:db8::/32",  # documentation
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class UnsafeURL(ValidationFailed):
+    """A URL we will not post to; the message says why, for the person who typed it."""
+
+    def __init__(self, message: str, field: str = "url") -> None:
+        super().__init__(message, details={field: message})
+        self.reason = message
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (IPv4-mapped, 6to4, NAT64), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_refused(address: IPAddress) -> bool:
+    """True for every address that is not a public unicast one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:
+            return True
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            return is_refused(inner)
+        networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _V6_REFUSED
+    else:
+        networks = _V4_REFUSED
+    return (
+        any(address in network for network in networks)
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect (the resolved address) and what to call the host."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    addresses: tuple[str, ...]
+
+    @property
+    def host_header(self) -> str:
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return name if self.port == default else f"{name}:{self.port}"
+
+
+def _settings(allow_private: bool | None, allow_http: bool | None) -> tuple[bool, bool]:
+    config = current_app.config
+    if allow_private is None:
+        allow_private = bool(config.get("WEBHOOK_ALLOW_PRIVATE"))
+    if allow_http is None:
+        allow_http = bool(config.get("WEBHOOK_ALLOW_HTTP"))
+    return allow_private, allow_http
+
+
+def _parse(url: object, allow_http: bool) -> tuple[str, str, int, str]:
+    if not isinstance(url, str) or not url.strip():
+        raise UnsafeURL("Enter the endpoint's URL.")
+    url = url.strip()
+    if len(url) > URL_MAX:
+        raise UnsafeURL(f"At most {URL_MAX} characters.")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise UnsafeURL("The URL may not contain spaces or control characters.")
+    schemes = ("https", "http") if allow_http else ("https",)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeURL("That is not a URL Keysmith can post to.") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise UnsafeURL(
+            "Enter a full https:// or http:// URL."
+            if allow_http
+            else "Enter a full https:// URL (this server does not post to http://)."
+        )
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeURL("Leave user names and passwords out of the URL.")
+    try:
+        host = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise UnsafeURL("The host name is not valid.") from None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
+
+
+# getaddrinfo has no timeout of its own: look-ups run here, and we stop waiting in time.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+
+
+def _resolve(host: str, port: int, timeout: float) -> tuple[str, ...]:
+    """Every address the host resolves to, in the resolver's order, each once."""
+    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise OSError("the name did not resolve in time") from None
+    return tuple(dict.fromkeys(info[4][0] for info in infos))
+
+
+def resolve_target(
+    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+) -> Target:
+    """Check the URL and resolve its host (once); UnsafeURL if we may not post there."""
+    allow_private, allow_http = _settings(allow_private, allow_http)
+    scheme, host, port, path = _parse(url, allow_http)
+    try:
+        addresses = _resolve(host, port, TIMEOUT_SECONDS)
+    except (OSError, UnicodeError):
+        raise UnsafeURL(f"The host {host} could not be resolved.") from None
+    if not addresses:
+        raise UnsafeURL(f"The host {host} could not be resolved.")
+    if not allow_private:
+        for text in addresses:
+            if is_refused(ipaddress.ip_address(text.split("%")[0])):
+                raise UnsafeURL(
+                    "That address is not allowed: it is on this host or a private, "
+                    "link-local or reserved network."
+                )
+    return Target(scheme, host, port, path, addresses)
+
+
+def check_url(
+    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+) -> str:
+    """The URL, trimmed, if we may post to it; UnsafeURL otherwise.
+
+    On save a host that does not resolve (yet) is accepted: it cannot point anywhere now,
+    and every delivery resolves and checks it again.
+    """
+    try:
+        resolve_target(url, allow_private=allow_private, allow_http=allow_http)
+    except UnsafeURL as exc:
+        if "could not be resolved" not in exc.reason:
+            raise
+    return str(url).strip()
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int | None
+    body: bytes
+    duration_ms: int
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: float = TIMEOUT_SECONDS,
+    allow_private: bool | None = None,
+    allow_http: bool | None = None,
+) -> Result:
+    """POST once to the checked address; never raises for the receiver's faults."""
+    started = time.monotonic()
+
+    def done(status: int | None, error: str | None, data: bytes = b"") -> Result:
+        return Result(status, data, int((time.monotonic() - started) * 1000), error)
+
+    try:
+        target = resolve_target(url, allow_private=allow_private, allow_http=allow_http)
+    except UnsafeURL as exc:
+        return done(None, exc.reason)
+    # The look-up counts toward the 5 seconds; the connection and answer get what is left.
+    timeout = max(timeout - (time.monotonic() - started), 0.5)
+    address = target.addresses[0]
+    pool_host = f"[{address}]" if ":" in address else address
+    options: dict = {
+        "timeout": urllib3.Timeout(total=timeout),
+        "retries": False,
+        "maxsize": 1,
+    }
+    if target.scheme == "https":
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+            pool_host,
+            target.port,
+            server_hostname=target.host,
+            assert_hostname=target.host,
+            cert_reqs="CERT_REQUIRED",
+            **options,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(pool_host, target.port, **options)
+    request_headers = {"Host": target.host_header, **headers}
+    deadline = started + timeout
+    try:
+        response = pool.urlopen(
+            "POST",
+            target.path,
+            body=body,
+            headers=request_headers,
+            redirect=False,
+            retries=False,
+            assert_same_host=False,
+            preload_content=False,
+        )
+        data = b""
+        try:
+            while len(data) < MAX_RESPONSE_BYTES and time.monotonic() < deadline:
+                chunk = response.read1(MAX_RESPONSE_BYTES - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            response.close()  # the rest of the body is never read
+        if 300 <= response.status < 400:
+            return done(response.status, "redirects are not followed", data)
+        if not 200 <= response.status < 300:
+            return done(response.status, f"HTTP {response.status}", data)
+        return done(response.status, None, data)
+    except urllib3.exceptions.NewConnectionError:  # first: urllib3 makes it a TimeoutError too
+        return done(None, "connection refused or unreachable")
+    except (urllib3.exceptions.TimeoutError, TimeoutError):
+        return done(None, "timed out")
+    except urllib3.exceptions.SSLError:
+        return done(None, "TLS handshake or certificate check failed")
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return done(None, f"connection failed ({type(exc).__name__})")
+    finally:
+        pool.close()
