@@ -42,7 +42,10 @@ def create_app(
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
-    login_manager.session_protection = "strong"
+    # Sessions live on the server and are ended from Settings → Account (blueprints/
+    # server_session.py); binding them to the address would sign out a laptop that changes
+    # networks, and let anyone replaying a stolen cookie elsewhere end the owner's session.
+    login_manager.session_protection = None
 
     from blueprints import register_blueprints
     from services import token_cache, usage

@@ -56,6 +56,9 @@ class Config:
         # Pin it (to the old TOKEN_HMAC_KEY) before rotating that key, so receivers keep theirs.
         # Unset: TOKEN_HMAC_KEY (services/hygiene.py reads it then).
         self.WEBHOOK_SIGNING_KEY = env.get("WEBHOOK_SIGNING_KEY") or None
+        # The address people use, e.g. https://keys.example.com: every absolute link (API
+        # href and Location, invite and reset links, openapi.json) is made from it.
+        self.BASE_URL = (env.get("BASE_URL") or "").strip().rstrip("/") or None
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None

@@ -18,22 +18,21 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user, login_user
-from flask_wtf.csrf import CSRFError
+from flask_login import current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, generate_csrf
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from blueprints import server_session
 from extensions import db, login_manager
 from models import ROLE_RANK, Membership, Organization, User
 from services import accounts
+from services import sessions as session_service
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
 
-
-@login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+login_manager.user_loader(server_session.load_user)
 
 
 def current_membership() -> Membership | None:
@@ -118,10 +117,38 @@ def remember_organization(response, organization_id: int):
 
 
 def start_session(user: User, organization_id: int | None) -> None:
-    """Sign in with a fresh session (nothing from before carries over), in this organization."""
-    session.clear()
+    """Sign in with a fresh server-side session (nothing from before carries over, and a
+    session this browser had before is ended), in this organization."""
+    previous = server_session.signed_in_session_pk(session)
+    if previous is not None:
+        session_service.end(previous)
+    record, session_id = session_service.start(
+        user, ip=client_ip(), user_agent=request.user_agent.string
+    )
+    db.session.commit()
+    session.begin(record, session_id)
     login_user(user)
     session["org_id"] = organization_id
+    # Made now, the CSRF token is written with the session's first save, not by the next page
+    # (the one in `g` belonged to the signed-out session).
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+    generate_csrf()
+
+
+def current_session_pk() -> int | None:
+    """The row id of this browser's server-side session, if signed in."""
+    return server_session.signed_in_session_pk(session)
+
+
+def end_this_session() -> None:
+    """Sign out for good: the row goes now, so a copy of the cookie opens nothing."""
+    pk = current_session_pk()
+    if pk is not None:
+        session_service.end(pk)
+        db.session.commit()
+    logout_user()
+    session.clear()
+    session.mark_ended()
 
 
 def is_htmx() -> bool:
@@ -160,6 +187,7 @@ class RowIdConverter(IntegerConverter):
 
 
 def init_app(app: Flask) -> None:
+    server_session.init_app(app)
     register_filters(app)
     app.url_map.converters["id"] = RowIdConverter
 

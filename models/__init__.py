@@ -3,6 +3,7 @@
 from models.account import ROLE_RANK, ROLES, Invite, Membership, Organization, User
 from models.audit import AuditEvent
 from models.base import Base, utcnow
+from models.session import PasswordReset, UserSession
 from models.token import (
     ENV_TAGS,
     ENVIRONMENTS,
@@ -31,7 +32,9 @@ __all__ = [
     "Invite",
     "Membership",
     "Organization",
+    "PasswordReset",
     "TokenUsage",
     "User",
+    "UserSession",
     "utcnow",
 ]

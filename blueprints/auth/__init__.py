@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, logout_user
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 
 from blueprints.auth.forms import LoginForm, SignupForm
-from blueprints.web import client_ip, preferred_membership, show_errors, start_session
+from blueprints.web import (
+    client_ip,
+    end_this_session,
+    preferred_membership,
+    show_errors,
+    start_session,
+)
 from extensions import db
 from services import accounts, throttle
 from services.errors import ValidationFailed
@@ -82,8 +88,7 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
-    logout_user()
-    session.clear()
+    end_this_session()
     flash("You have been signed out.", "info")
     return redirect(url_for("auth.login"))
 

@@ -1,0 +1,68 @@
+"""Settings → Account in Chromium: the sessions list, signing another browser out, changing
+the password, and signing out everywhere."""
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import PASSWORD, sign_in, sign_up
+
+NEW_PASSWORD = "a brand new passphrase here"
+
+
+def test_sessions_are_listed_and_ended_and_the_password_changed(browser, live_server, page, shot):
+    email = sign_up(page)
+    other = browser.new_context(base_url=live_server.url, viewport={"width": 390, "height": 844})
+    phone = other.new_page()
+    try:
+        sign_in(phone, email)
+        phone.wait_for_url("**/connections/api-tokens**")
+
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
+        page.get_by_role("navigation", name="Settings").get_by_role("link", name="Account").click()
+        expect(page).to_have_url(re.compile(r"/settings/account$"))
+        rows = page.locator("table.sessions tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.get_by_text("This browser")).to_have_count(1)
+        shot(page, "sessions-1280")
+        page.set_viewport_size({"width": 390, "height": 844})
+        shot(page, "sessions-390")
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+        # Sign out the other browser (the row without "This browser").
+        rows.filter(has_not_text="This browser").get_by_role("button", name="Sign out").click()
+        expect(page.get_by_text("Signed out the session of")).to_be_visible()
+        expect(rows).to_have_count(1)
+        phone.reload()
+        expect(phone).to_have_url(re.compile(r"/login"))
+
+        # The phone signs in again; changing the password signs it out, not this browser.
+        sign_in(phone, email)
+        phone.wait_for_url("**/connections/api-tokens**")
+        page.get_by_role("link", name="Change password").click()
+        page.get_by_label("Current password").fill("not the password")
+        page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+        page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
+        page.get_by_role("button", name="Change password").click()
+        expect(page.get_by_text("That is not your current password.")).to_be_visible()
+        shot(page, "password-error")
+        page.get_by_label("Current password").fill(PASSWORD)
+        page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+        page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
+        page.get_by_role("button", name="Change password").click()
+        expect(
+            page.get_by_text("Your password was changed. 1 other session signed out.")
+        ).to_be_visible()
+        phone.reload()
+        expect(phone).to_have_url(re.compile(r"/login"))
+
+        # Sign out everywhere ends this browser's session too.
+        sign_in(phone, email, NEW_PASSWORD)
+        phone.wait_for_url("**/connections/api-tokens**")
+        page.get_by_role("button", name="Sign out everywhere").click()
+        expect(page).to_have_url(re.compile(r"/login$"))
+        expect(page.get_by_text("signed out everywhere")).to_be_visible()
+        phone.reload()
+        expect(phone).to_have_url(re.compile(r"/login"))
+    finally:
+        other.close()
