@@ -69,7 +69,11 @@ class Config:
         self.RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
         self.RATE_LIMIT_DEFAULT = env.get("RATE_LIMIT_DEFAULT") or DEFAULT_RATE_LIMIT
         self.BCRYPT_LOG_ROUNDS = int(env.get("BCRYPT_LOG_ROUNDS", "12"))
+        # Failed sign-ins (services/throttle.py): per email and address pair, per address,
+        # and per email from browsers that never signed in to it.
         self.LOGIN_THROTTLE = env.get("LOGIN_THROTTLE", "10 per 15 minutes")
+        self.LOGIN_THROTTLE_IP = env.get("LOGIN_THROTTLE_IP", "50 per 15 minutes")
+        self.LOGIN_THROTTLE_EMAIL = env.get("LOGIN_THROTTLE_EMAIL", "100 per hour")
         self.MAX_CONTENT_LENGTH = 1024 * 1024
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

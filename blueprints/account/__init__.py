@@ -7,9 +7,10 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from blueprints.account.forms import ChangePasswordForm, EndSessionsForm, ResetPasswordForm
+from blueprints.auth import throttled_page
 from blueprints.web import client_ip, current_session_pk, end_this_session, show_errors
 from extensions import db
-from services import accounts
+from services import accounts, throttle
 from services import sessions as session_service
 from services.errors import NotFound, ValidationFailed
 
@@ -74,6 +75,10 @@ def end_all_sessions():
 def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
+        # Guesses at the current password are throttled like sign-ins (a borrowed session).
+        attempt = throttle.begin(current_user.email, client_ip(), known_device=True)
+        if attempt.refused:
+            return throttled_page(attempt.retry_after)
         try:
             accounts.change_password(
                 current_user,
@@ -84,8 +89,11 @@ def change_password():
             )
         except ValidationFailed as exc:
             db.session.rollback()
+            if "current_password" not in exc.details:
+                throttle.succeeded(attempt)
             show_errors(form, _renamed(exc))
         else:
+            throttle.succeeded(attempt)
             ended = session_service.end_all_of(current_user, except_pk=current_session_pk())
             db.session.commit()
             others = (
