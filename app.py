@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import cli
 from config import Config
 from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate
+from services.log_redaction import RedactSecrets
 
 
 def create_app(
@@ -54,7 +55,10 @@ def create_app(
     cli.init_app(app)
     token_cache.init_app(app)
     usage.init_app(app)
-    logging.getLogger("werkzeug").addFilter(_RedactTokens())
+    # Secrets in a URL (tokens, invite and reset links) never reach a log line.
+    for logger in (logging.getLogger("werkzeug"), app.logger):
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
     return app
 
 
@@ -87,17 +91,3 @@ def _refuse_oversized_body() -> None:
             abort(413)
         environ["wsgi.input"] = io.BytesIO(bytes(body))
         environ["CONTENT_LENGTH"] = str(len(body))
-
-
-class _RedactTokens(logging.Filter):
-    """Keep a token that a client put in a URL out of the access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from services.secrets import TOKEN_PATTERN
-
-        if record.args:
-            record.args = tuple(
-                TOKEN_PATTERN.sub("ks_[REDACTED]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
