@@ -8,9 +8,9 @@ import os
 from typing import Any
 
 from flask import Flask, abort, current_app, request
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 import cli
+from blueprints import origin
 from config import Config
 from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate
 from services.log_redaction import RedactSecrets
@@ -27,9 +27,7 @@ def create_app(
     if app.config.get("REDIS_URL") and "RATELIMIT_STORAGE_URI" not in (test_config or {}):
         app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
 
-    if app.config["PROXY_COUNT"]:
-        count = app.config["PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
+    origin.init_app(app)  # BASE_URL, trusted hosts, and what proxies are believed
 
     configure_sqlite(app)
     db.init_app(app)

@@ -33,6 +33,10 @@ def _database_url(url: str | None, instance_path: Path) -> str:
     return url
 
 
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
 class Config:
     """One class; every value can be overridden by the environment or by create_app(test_config)."""
 
@@ -59,6 +63,12 @@ class Config:
         # The address people use, e.g. https://keys.example.com: every absolute link (API
         # href and Location, invite and reset links, openapi.json) is made from it.
         self.BASE_URL = (env.get("BASE_URL") or "").strip().rstrip("/") or None
+        if self.BASE_URL and not self.BASE_URL.startswith(("https://", "http://")):
+            raise ValueError("BASE_URL must start with https:// (or http://)")
+        # Host names answered besides BASE_URL's (unset and no BASE_URL: localhost only).
+        self.TRUSTED_HOSTS = [
+            h.strip().lower() for h in env.get("TRUSTED_HOSTS", "").split(",") if h.strip()
+        ] or None
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None
@@ -88,6 +98,10 @@ class Config:
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
         # Number of reverse proxies in front of Keysmith whose X-Forwarded-For is trusted.
         self.PROXY_COUNT = int(env.get("PROXY_COUNT", "0"))
+        # Whether those proxies set X-Forwarded-Proto / -Host themselves (a client's own are
+        # believed otherwise); BASE_URL makes both unnecessary.
+        self.PROXY_TRUST_PROTO = _flag(env.get("PROXY_TRUST_PROTO"))
+        self.PROXY_TRUST_HOST = _flag(env.get("PROXY_TRUST_HOST"))
         # How long a verified token may be served from the per-worker cache (SPEC §2: ≤ 5 s).
         self.TOKEN_CACHE_SECONDS = float(env.get("TOKEN_CACHE_SECONDS", "5"))
 

@@ -91,6 +91,8 @@ def show_errors(form: Any, error: DomainError) -> None:
 
 
 LAST_ORG_COOKIE = "ks_last_org"
+# Nothing on Keysmith's pages needs these; a script injected somewhere cannot ask for them.
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 def preferred_membership(memberships: list[Membership]) -> Membership | None:
@@ -237,11 +239,17 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
+            )
         if response.mimetype == "text/html":
             response.headers.setdefault(
                 "Content-Security-Policy",
                 "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+                "script-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+                "base-uri 'none'; object-src 'none'",
             )
         # Mimetype first: a JSON answer (the API) never loads the user nor touches the session.
         if response.mimetype == "text/html" and current_user.is_authenticated:

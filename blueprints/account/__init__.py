@@ -16,8 +16,9 @@ from services.errors import NotFound, ValidationFailed
 
 bp = Blueprint("account", __name__)
 
-# A reset link is a credential: keep it out of caches and out of Referer headers.
-PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# A reset link is a credential: keep it out of caches and out of Referer headers to other
+# sites (same-origin, not no-referrer: over HTTPS Flask-WTF wants a Referer on the post).
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
 def _session_rows() -> list[dict]:

@@ -22,8 +22,10 @@ from services.errors import DomainError, ValidationFailed
 
 bp = Blueprint("invites", __name__, url_prefix="/invites")
 
-# The link is a credential: keep it out of caches and out of Referer headers.
-PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# The link is a credential: keep it out of caches and out of Referer headers to other
+# sites. (Not no-referrer: over HTTPS, Flask-WTF refuses a form post without a same-origin
+# Referer, so the form on this page could not be sent.)
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
 class JoinForm(Form):
