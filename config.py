@@ -84,6 +84,8 @@ class Config:
         self.LOGIN_THROTTLE = env.get("LOGIN_THROTTLE", "10 per 15 minutes")
         self.LOGIN_THROTTLE_IP = env.get("LOGIN_THROTTLE_IP", "50 per 15 minutes")
         self.LOGIN_THROTTLE_EMAIL = env.get("LOGIN_THROTTLE_EMAIL", "100 per hour")
+        # Accounts (each with its own organization) made by sign-up from one address.
+        self.SIGNUP_THROTTLE = env.get("SIGNUP_THROTTLE", "5 per hour")
         self.MAX_CONTENT_LENGTH = 1024 * 1024
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
+from zxcvbn import zxcvbn
 
 from extensions import db
 from models import Membership, Organization, PasswordReset, User, utcnow
@@ -20,6 +22,11 @@ from services.actor import Actor
 from services.errors import NotFound, ValidationFailed
 
 PASSWORD_MIN = 12
+# zxcvbn's 0-4 scale: 3 is "safely unguessable" against a throttled online attack.
+PASSWORD_MIN_SCORE = 3
+PASSWORD_HINT = (
+    f"At least {PASSWORD_MIN} characters, hard to guess: a few unrelated words work well."
+)
 # bcrypt reads at most 72 bytes; refuse longer rather than silently ignoring the rest.
 PASSWORD_MAX_BYTES = 72
 
@@ -37,6 +44,8 @@ def hash_password(password: str) -> str:
 
 
 def check_password_rules(password: str, user_inputs: list[str] | None = None) -> None:
+    """12-72 bytes and hard to guess: zxcvbn's score of at least 3 ("safely unguessable"
+    against a throttled online attack), given what the person typed elsewhere."""
     if len(password) < PASSWORD_MIN:
         raise ValidationFailed(
             details={"password": f"Password must be at least {PASSWORD_MIN} characters."}
@@ -45,6 +54,29 @@ def check_password_rules(password: str, user_inputs: list[str] | None = None) ->
         raise ValidationFailed(
             details={"password": f"Password must be at most {PASSWORD_MAX_BYTES} bytes."}
         )
+    words = [w for value in user_inputs or [] for w in _input_words(value)]
+    result = zxcvbn(password, user_inputs=words)
+    if result["score"] < PASSWORD_MIN_SCORE:
+        feedback = result["feedback"]
+        advice = " ".join(
+            part for part in [feedback.get("warning"), *feedback.get("suggestions", [])] if part
+        )
+        raise ValidationFailed(
+            details={
+                "password": f"This password is too easy to guess. {advice}".strip()
+                if advice
+                else "This password is too easy to guess: add a few uncommon words."
+            }
+        )
+
+
+def _input_words(value: str | None) -> list[str]:
+    """An email or a name, and its parts: "ada.lovelace@example.com" → the whole, "ada",
+    "lovelace", "example"."""
+    if not isinstance(value, str) or not value:
+        return []
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", value.lower()) if len(p) >= 3]
+    return [value.lower(), *parts]
 
 
 def user_by_email(email: str) -> User | None:
@@ -53,7 +85,7 @@ def user_by_email(email: str) -> User | None:
 
 def create_user(*, email: str, name: str, password: str) -> User:
     """A new person; raises ValidationFailed if the email is taken or the password too weak."""
-    check_password_rules(password)
+    check_password_rules(password, user_inputs=[email, name])
     taken = ValidationFailed(
         details={"email": "An account with this email already exists. Sign in instead."}
     )

@@ -63,7 +63,20 @@ def begin(email: str, ip: str | None, *, known_device: bool = False) -> Attempt:
     return attempt
 
 
+def begin_sign_up(ip: str | None) -> Attempt:
+    """Count a sign-up from this address before the account is made (SIGNUP_THROTTLE)."""
+    attempt = Attempt()
+    item = parse(current_app.config["SIGNUP_THROTTLE"])
+    key = limit_key("signups", "ip", ip or "unknown")
+    attempt.counted.append((item, key))
+    if not counted_limits.hit(item, *key):
+        stats = counted_limits.get_window_stats(item, *key)
+        attempt.retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    return attempt
+
+
 def succeeded(attempt: Attempt) -> None:
-    """The password was right: give the attempt back, so only failures count."""
+    """Give the attempt back: the password was right (only failures count), or the sign-up
+    made nothing (only accounts made count)."""
     for item, key in attempt.counted:
         counted_limits.refund(item, *key)

@@ -4,11 +4,7 @@ from wtforms import PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from blueprints.forms import Form
-from services.accounts import PASSWORD_MIN
-
-NEW_PASSWORD_HINT = (
-    f"At least {PASSWORD_MIN} characters, hard to guess: a few unrelated words work well."
-)
+from services.accounts import PASSWORD_HINT, PASSWORD_MIN
 
 
 def _new_password(label: str = "New password") -> PasswordField:
@@ -20,7 +16,7 @@ def _new_password(label: str = "New password") -> PasswordField:
                 min=PASSWORD_MIN, message=f"Password must be at least {PASSWORD_MIN} characters."
             ),
         ],
-        description=NEW_PASSWORD_HINT,
+        description=PASSWORD_HINT,
         render_kw={"autocomplete": "new-password"},
     )
 

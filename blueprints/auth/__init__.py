@@ -30,6 +30,13 @@ def signup():
         return redirect(url_for("tokens.index"))
     form = SignupForm()
     if form.validate_on_submit():
+        # Counted before the account is made, so parallel sign-ups cannot outrun it.
+        attempt = throttle.begin_sign_up(client_ip())
+        if attempt.refused:
+            response = render_template(
+                "auth/signup_throttled.html", retry_after=attempt.retry_after
+            )
+            return response, 429, {"Retry-After": str(attempt.retry_after)}
         try:
             user, org = accounts.sign_up(
                 email=form.email.data,
@@ -42,6 +49,7 @@ def signup():
             )
         except ValidationFailed as exc:
             db.session.rollback()
+            throttle.succeeded(attempt)  # nothing was made: a typo costs no sign-up
             show_errors(form, exc)
         else:
             db.session.commit()

@@ -2,7 +2,7 @@ from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, Length
 
 from blueprints.forms import Form
-from services.accounts import PASSWORD_MIN
+from services.accounts import PASSWORD_HINT, PASSWORD_MIN
 
 
 class SignupForm(Form):
@@ -24,7 +24,7 @@ class SignupForm(Form):
                 min=PASSWORD_MIN, message=f"Password must be at least {PASSWORD_MIN} characters."
             ),
         ],
-        description=f"At least {PASSWORD_MIN} characters.",
+        description=PASSWORD_HINT,
         render_kw={"autocomplete": "new-password"},
     )
     organization = StringField(

@@ -17,7 +17,7 @@ from extensions import db
 from models import Invite
 from services import accounts
 from services import members as member_service
-from services.accounts import PASSWORD_MIN
+from services.accounts import PASSWORD_HINT, PASSWORD_MIN
 from services.errors import DomainError, ValidationFailed
 
 bp = Blueprint("invites", __name__, url_prefix="/invites")
@@ -42,7 +42,7 @@ class JoinForm(Form):
                 min=PASSWORD_MIN, message=f"Password must be at least {PASSWORD_MIN} characters."
             ),
         ],
-        description=f"At least {PASSWORD_MIN} characters.",
+        description=PASSWORD_HINT,
         render_kw={"autocomplete": "new-password"},
     )
 

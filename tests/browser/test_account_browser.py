@@ -66,3 +66,20 @@ def test_sessions_are_listed_and_ended_and_the_password_changed(browser, live_se
         expect(phone).to_have_url(re.compile(r"/login"))
     finally:
         other.close()
+
+
+def test_a_weak_password_is_refused_with_advice_keeping_what_was_typed(page, shot):
+    page.goto("/signup")
+    page.get_by_label("Your name").fill("Linus")
+    page.get_by_label("Work email").fill("linus@example.com")
+    page.get_by_label("Password").fill("password1234")
+    page.get_by_label("Organization").fill("Kernel")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_text("This password is too easy to guess.")).to_be_visible()
+    expect(page.get_by_text("This is a very common password.")).to_be_visible()
+    expect(page.get_by_label("Your name")).to_have_value("Linus")
+    expect(page.get_by_label("Organization")).to_have_value("Kernel")
+    expect(page.get_by_label("Password")).to_have_value("")
+    shot(page, "weak-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "weak-390")
