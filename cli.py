@@ -9,7 +9,7 @@ from flask.cli import AppGroup
 
 from extensions import db
 from models import ENVIRONMENTS, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
-from services import accounts, hygiene, sessions, tokens
+from services import accounts, hygiene, sessions, tokens, two_factor
 from services.actor import Actor, system_actor
 from services.errors import DomainError
 
@@ -191,12 +191,20 @@ def revoke_token(org_id, token_id):
     is_flag=True,
     help="Type the new password here (asked twice, never echoed) instead of printing a link.",
 )
-def reset_password(email: str, set_now: bool) -> None:
+@click.option(
+    "--two-factor-off",
+    is_flag=True,
+    help="Also turn off their two-factor sign-in (a lost phone and lost recovery codes).",
+)
+def reset_password(email: str, set_now: bool, two_factor_off: bool) -> None:
     """Sign EMAIL out everywhere and print a one-time link (valid 1 hour) to choose a new
     password; or, with --set, set it here. The link is printed, never logged or stored."""
     user = accounts.user_by_email(email)
     if user is None:
         raise click.ClickException(f"No user with email {email}.")
+    if two_factor_off:
+        two_factor.disable(user, ip=None, user_agent="flask keysmith reset-password")
+        click.echo(f"Two-factor sign-in of {user.email} is off.", err=True)
     if set_now:
         password = click.prompt(
             "New password", hide_input=True, confirmation_prompt="Repeat for confirmation"

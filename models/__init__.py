@@ -3,7 +3,7 @@
 from models.account import ROLE_RANK, ROLES, Invite, Membership, Organization, User
 from models.audit import AuditEvent
 from models.base import Base, utcnow
-from models.session import PasswordReset, UserSession
+from models.session import PasswordReset, RecoveryCode, TwoFactor, UserSession
 from models.token import (
     ENV_TAGS,
     ENVIRONMENTS,
@@ -33,7 +33,9 @@ __all__ = [
     "Membership",
     "Organization",
     "PasswordReset",
+    "RecoveryCode",
     "TokenUsage",
+    "TwoFactor",
     "User",
     "UserSession",
     "utcnow",

@@ -47,3 +47,30 @@ class PasswordReset(Base):
     used_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship()
+
+
+class TwoFactor(Base):
+    """A person's authenticator app (TOTP, RFC 6238). The shared secret is sealed with a key
+    derived from SECRET_KEY (services/two_factor.py), so the database alone cannot make
+    codes. Unconfirmed until the person typed a first code."""
+
+    __tablename__ = "two_factors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), unique=True)
+    secret_sealed: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    # The last 30-second step a code was accepted for: a code works once.
+    last_step: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class RecoveryCode(Base):
+    """One of ten single-use recovery codes, stored as an HMAC."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    used_at: Mapped[datetime | None]

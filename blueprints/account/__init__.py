@@ -6,11 +6,17 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from blueprints.account.forms import ChangePasswordForm, EndSessionsForm, ResetPasswordForm
+from blueprints.account.forms import (
+    ChangePasswordForm,
+    ConfirmTwoFactorForm,
+    EndSessionsForm,
+    PasswordCheckForm,
+    ResetPasswordForm,
+)
 from blueprints.auth import throttled_page
 from blueprints.web import client_ip, current_session_pk, end_this_session, show_errors
 from extensions import db
-from services import accounts, throttle
+from services import accounts, throttle, two_factor
 from services import sessions as session_service
 from services.errors import NotFound, ValidationFailed
 
@@ -37,7 +43,19 @@ def _session_rows() -> list[dict]:
 @bp.get("/settings/account")
 @login_required
 def index():
-    return render_template("account/index.html", sessions=_session_rows(), form=EndSessionsForm())
+    return _index_page(EndSessionsForm())
+
+
+def _index_page(form, status: int = 200, **extra):
+    return render_template(
+        "account/index.html",
+        sessions=_session_rows(),
+        form=form,
+        two_factor_on=two_factor.is_enabled(current_user),
+        recovery_left=two_factor.unused_recovery_codes(current_user),
+        disable_form=extra.pop("disable_form", None) or PasswordCheckForm(),
+        **extra,
+    ), status
 
 
 @bp.post("/settings/account/sessions/<id:session_id>/end")
@@ -45,7 +63,7 @@ def index():
 def end_session(session_id: int):
     form = EndSessionsForm()
     if not form.validate_on_submit():
-        return render_template("account/index.html", sessions=_session_rows(), form=form), 400
+        return _index_page(form, 400)
     record = session_service.get_session_of_or_404(current_user, session_id)
     if record.id == current_session_pk():
         end_this_session()
@@ -63,7 +81,7 @@ def end_session(session_id: int):
 def end_all_sessions():
     form = EndSessionsForm()
     if not form.validate_on_submit():
-        return render_template("account/index.html", sessions=_session_rows(), form=form), 400
+        return _index_page(form, 400)
     session_service.end_all_of(current_user)
     db.session.commit()
     end_this_session()
@@ -147,3 +165,67 @@ def reset_password(token: str):
         status,
         PRIVATE,
     )
+
+
+# ---------------------------------------------------------------- two-factor sign-in
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@bp.route("/settings/account/two-factor", methods=["GET", "POST"])
+@login_required
+def set_up_two_factor():
+    if two_factor.is_enabled(current_user):
+        return redirect(url_for(".index"))
+    form = ConfirmTwoFactorForm()
+    if request.method == "GET":
+        found = two_factor.begin_enrolment(current_user)  # a new secret on each visit
+        db.session.commit()
+    else:
+        found = two_factor.two_factor_of(current_user)
+        if found is None:
+            return redirect(url_for(".set_up_two_factor"))
+        if form.validate_on_submit():
+            try:
+                codes = two_factor.confirm(
+                    current_user,
+                    form.code.data,
+                    actor_ip=client_ip(),
+                    user_agent=request.user_agent.string,
+                )
+            except ValidationFailed as exc:
+                db.session.rollback()
+                show_errors(form, exc)
+            else:
+                db.session.commit()
+                return render_template("account/recovery_codes.html", codes=codes), 200, NO_STORE
+    uri = two_factor.provisioning_uri(found, current_user)
+    status = 400 if form.errors else 200
+    return (
+        render_template(
+            "account/two_factor.html",
+            form=form,
+            qr=two_factor.qr_svg_data_uri(uri),
+            secret=two_factor.secret_of(found),
+        ),
+        status,
+        NO_STORE,  # the page shows the shared secret
+    )
+
+
+@bp.post("/settings/account/two-factor/disable")
+@login_required
+def disable_two_factor():
+    form = PasswordCheckForm()
+    if form.validate_on_submit():
+        attempt = throttle.begin(current_user.email, client_ip(), known_device=True)
+        if attempt.refused:
+            return throttled_page(attempt.retry_after)
+        if accounts.password_matches(current_user, form.current_password.data):
+            throttle.succeeded(attempt)
+            two_factor.disable(current_user, ip=client_ip(), user_agent=request.user_agent.string)
+            db.session.commit()
+            flash("Two-factor sign-in is off. Your password alone now signs you in.", "info")
+            return redirect(url_for(".index"))
+        form.current_password.errors = ["That is not your current password."]
+    return _index_page(EndSessionsForm(), 400, disable_form=form)

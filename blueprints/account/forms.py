@@ -1,6 +1,6 @@
 """Forms of Settings → Account: change the password, and set one through a reset link."""
 
-from wtforms import PasswordField
+from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from blueprints.forms import Form
@@ -49,3 +49,19 @@ class ResetPasswordForm(Form):
 
 class EndSessionsForm(Form):
     """Only the CSRF token: one button."""
+
+
+class ConfirmTwoFactorForm(Form):
+    code = StringField(
+        "Code from the app",
+        validators=[DataRequired("Type the 6 digits the app shows."), Length(max=20)],
+        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
+    )
+
+
+class PasswordCheckForm(Form):
+    current_password = PasswordField(
+        "Current password",
+        validators=[DataRequired("Your current password is required."), Length(max=1000)],
+        render_kw={"autocomplete": "current-password"},
+    )

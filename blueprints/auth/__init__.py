@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required
 
-from blueprints.auth.forms import LoginForm, SignupForm
+from blueprints.auth.forms import LoginForm, SignupForm, TwoFactorForm
 from blueprints.web import (
     client_ip,
     end_this_session,
@@ -17,7 +27,8 @@ from blueprints.web import (
     start_session,
 )
 from extensions import db
-from services import accounts, throttle
+from models import User
+from services import accounts, throttle, two_factor
 from services.errors import ValidationFailed
 from services.urls import safe_next
 
@@ -86,15 +97,68 @@ def login():
             form.form_errors.append("That email and password do not match an account.")
             return render_template("auth/login.html", form=form, next_url=next_url), 401
         throttle.succeeded(attempt)
-        memberships = accounts.memberships_of(user)
-        accounts.record_sign_in(user, success=True, ip=ip, user_agent=request.user_agent.string)
-        db.session.commit()
-        chosen = preferred_membership(memberships)
-        start_session(user, chosen.organization_id if chosen else None)
-        response = redirect(next_url or url_for("tokens.index"))
-        return _remember_device(response, user.email)
+        if two_factor.is_enabled(user):
+            # The password was right; the code comes next. The signed cookie of before sign-in
+            # says so for a few minutes: it opens nothing by itself.
+            session[PENDING] = {"user_id": user.id, "at": int(time.time()), "next": next_url}
+            return redirect(url_for("auth.second_factor"))
+        return _signed_in(user, next_url)
     status = 400 if form.errors else 200
     return render_template("auth/login.html", form=form, next_url=next_url), status
+
+
+PENDING = "two_factor_pending"
+PENDING_SECONDS = 300
+
+
+def _signed_in(user, next_url: str | None):
+    memberships = accounts.memberships_of(user)
+    accounts.record_sign_in(
+        user, success=True, ip=client_ip(), user_agent=request.user_agent.string
+    )
+    db.session.commit()
+    chosen = preferred_membership(memberships)
+    start_session(user, chosen.organization_id if chosen else None)
+    response = redirect(next_url or url_for("tokens.index"))
+    return _remember_device(response, user.email)
+
+
+@bp.route("/login/two-factor", methods=["GET", "POST"])
+def second_factor():
+    pending = session.get(PENDING)
+    user = None
+    if isinstance(pending, dict) and time.time() - pending.get("at", 0) < PENDING_SECONDS:
+        user = db.session.get(User, pending.get("user_id"))
+    if user is None or not two_factor.is_enabled(user):
+        session.pop(PENDING, None)
+        flash("Sign in again: the step with your code timed out.", "info")
+        return redirect(url_for(".login"))
+    form = TwoFactorForm()
+    if form.validate_on_submit():
+        ip = client_ip()
+        attempt = throttle.begin(user.email, ip, known_device=True)
+        if attempt.refused:
+            return throttled_page(attempt.retry_after)
+        via = two_factor.verify(user, form.code.data)
+        if via is None:
+            db.session.rollback()
+            accounts.record_sign_in(
+                user, success=False, ip=ip, user_agent=request.user_agent.string
+            )
+            db.session.commit()
+            form.code.errors = [
+                *form.code.errors,
+                "That code is not right. Try the one the app shows now.",
+            ]
+            return render_template("auth/two_factor.html", form=form), 401
+        throttle.succeeded(attempt)
+        session.pop(PENDING, None)
+        response = _signed_in(user, safe_next(pending.get("next")))
+        if via == "recovery code":  # after sign-in: the new session keeps the message
+            left = two_factor.unused_recovery_codes(user)
+            flash(f"You used a recovery code; {left} left.", "info")
+        return response
+    return render_template("auth/two_factor.html", form=form), 400 if form.errors else 200
 
 
 @bp.post("/logout")

@@ -46,3 +46,12 @@ class LoginForm(Form):
         validators=[DataRequired(), Length(max=1000)],
         render_kw={"autocomplete": "current-password"},
     )
+
+
+class TwoFactorForm(Form):
+    code = StringField(
+        "Authentication code",
+        validators=[DataRequired("Type the code from your app."), Length(max=40)],
+        description="The 6 digits your authenticator app shows, or one of your recovery codes.",
+        render_kw={"autocomplete": "one-time-code", "inputmode": "text", "autocapitalize": "off"},
+    )

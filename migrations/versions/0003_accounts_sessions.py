@@ -1,4 +1,5 @@
-"""Accounts (issue 14): server-side sessions and operators' one-time password resets.
+"""Accounts (issue 14): server-side sessions, operators' one-time password resets,
+two-factor sign-in (TOTP and recovery codes) and the policy that requires it.
 
 Revision ID: 0003a
 Revises: 0002
@@ -47,9 +48,47 @@ def upgrade():
         sa.UniqueConstraint("token_hash", name=op.f("uq_password_resets_token_hash")),
     )
     op.create_index(op.f("ix_password_resets_user_id"), "password_resets", ["user_id"])
+    op.create_table(
+        "two_factors",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("secret_sealed", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("confirmed_at", sa.DateTime(), nullable=True),
+        sa.Column("last_step", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_two_factors_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_two_factors")),
+        sa.UniqueConstraint("user_id", name=op.f("uq_two_factors_user_id")),
+    )
+    op.create_table(
+        "recovery_codes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("used_at", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_recovery_codes_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_recovery_codes")),
+        sa.UniqueConstraint("code_hash", name=op.f("uq_recovery_codes_code_hash")),
+    )
+    op.create_index(op.f("ix_recovery_codes_user_id"), "recovery_codes", ["user_id"])
+    with op.batch_alter_table("organizations") as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "require_two_factor", sa.Boolean(), server_default=sa.false(), nullable=False
+            )
+        )
 
 
 def downgrade():
+    with op.batch_alter_table("organizations") as batch_op:
+        batch_op.drop_column("require_two_factor")
+    op.drop_index(op.f("ix_recovery_codes_user_id"), table_name="recovery_codes")
+    op.drop_table("recovery_codes")
+    op.drop_table("two_factors")
     op.drop_index(op.f("ix_password_resets_user_id"), table_name="password_resets")
     op.drop_table("password_resets")
     op.drop_index(op.f("ix_user_sessions_user_id"), table_name="user_sessions")
