@@ -219,6 +219,37 @@ def init_app(app: Flask) -> None:
         return None
 
     @app.before_request
+    def require_two_factor():
+        """An organization whose policy requires two-factor sign-in sends a member without it
+        to set it up; only their account pages and signing out stay open."""
+        if request.blueprint in (None, "api", "auth", "account") or request.endpoint in (
+            "static",
+            "main.healthz",
+            "main.favicon",
+            "main.switch_organization",
+        ):
+            return None
+        if not current_user.is_authenticated:
+            return None
+        membership = current_membership()
+        if membership is None or not membership.organization.require_two_factor:
+            return None
+        from services import two_factor
+
+        if two_factor.is_enabled(current_user):
+            return None
+        target = url_for("account.set_up_two_factor")
+        if request.method == "GET":
+            flash(
+                f"{membership.organization.name} requires two-factor sign-in. "
+                "Set it up to continue.",
+                "info",
+            )
+        if is_htmx():
+            return "", 200, {"HX-Redirect": target}
+        return redirect(target)
+
+    @app.before_request
     def refuse_stale_organization() -> None:
         """A page says which organization it was made for (the X-Keysmith-Org header of htmx,
         or a form's organization_id); if another tab has switched since, refuse the change

@@ -10,7 +10,7 @@ import pyotp
 import pytest
 import sqlalchemy as sa
 
-from models import AuditEvent, RecoveryCode, TwoFactor
+from models import ApiToken, AuditEvent, RecoveryCode, TwoFactor
 from tests.conftest import PASSWORD
 
 PAGE = "/connections/api-tokens"
@@ -144,3 +144,48 @@ def test_an_operator_can_turn_it_off(app, client, db, make_org, make_user):
     assert result.exit_code == 0, result.output
     assert db.session.scalar(sa.select(TwoFactor)) is None
     assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCode)) == 0
+
+
+def _policy_form(**changes):
+    form = {"max_live_tokens": "100", "max_lifetime_days": "365", "rate_limit":
+            "1000/minute;100/second", "webhook_url": ""}  # fmt: skip
+    return {**form, **changes}
+
+
+def test_an_organization_may_require_it_and_members_without_it_are_sent_to_set_it_up(
+    app, client, db, make_org, make_user, make_member
+):
+    from models import Organization
+
+    org = make_org(owner=make_user(email="ada@example.com"))
+    make_member(org, "member", make_user(email="bob@example.com"))
+    client.sign_in("ada@example.com")
+    policy = "/settings/policy"
+    refused = client.form(policy, _policy_form(require_two_factor="y"), page=policy)
+    assert refused.status_code == 400
+    assert "Turn on two-factor sign-in for yourself first" in refused.get_data(as_text=True)
+    _enrol(client)
+    saved = client.form(policy, _policy_form(require_two_factor="y"), page=policy)
+    assert saved.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Organization, org.id).require_two_factor is True
+    assert client.get(PAGE).status_code == 200  # the owner has it
+
+    bob = app.test_client()
+    bob.sign_in("bob@example.com")
+    sent = bob.get(PAGE)
+    assert sent.status_code == 302 and sent.headers["Location"] == SETUP
+    assert "requires two-factor sign-in" in bob.get("/settings/account").get_data(as_text=True)
+    htmx = bob.get(PAGE, headers={"HX-Request": "true"})
+    assert htmx.headers["HX-Redirect"] == SETUP
+    token = bob.csrf_token("/settings/account")
+    create = bob.post(PAGE, data={"csrf_token": token, "name": "x", "environment": "sandbox",
+                      "role": "viewer", "type": "generic", "expires_in_days": "30"})  # fmt: skip
+    assert create.status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiToken)) == 0
+    _enrol(bob)
+    assert bob.get(PAGE).status_code == 200
+    changes = db.session.scalars(
+        sa.select(AuditEvent.details).where(AuditEvent.action == "policy.updated")
+    ).all()
+    assert {"require_two_factor": {"from": False, "to": True}} in changes

@@ -249,6 +249,7 @@ def policy():
                     allow_never_expires=bool(form.allow_never_expires.data),
                     rate_limit=form.rate_limit.data,
                     webhook_url=form.webhook_url.data,
+                    require_two_factor=bool(form.require_two_factor.data),
                 )
             except ValidationFailed as exc:
                 db.session.rollback()

@@ -5,7 +5,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import PASSWORD, sign_in, sign_up
+from tests.browser.conftest import PASSWORD, sign_in, sign_up, unique_email
 
 NEW_PASSWORD = "a brand new passphrase here"
 
@@ -83,6 +83,59 @@ def test_a_weak_password_is_refused_with_advice_keeping_what_was_typed(page, sho
     shot(page, "weak-1280")
     page.set_viewport_size({"width": 390, "height": 844})
     shot(page, "weak-390")
+
+
+def _enrol(page, shot=None):
+    import pyotp
+
+    page.goto("/settings/account")
+    page.get_by_role("link", name="Set up two-factor sign-in").click()
+    expect(page.get_by_role("img", name="QR code for your authenticator app")).to_be_visible()
+    if shot:
+        shot(page, "two-factor-1280")
+        page.set_viewport_size({"width": 390, "height": 844})
+        shot(page, "two-factor-390")
+        page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_text("Can't scan it?").click()
+    totp = pyotp.TOTP(page.locator("#totp-secret").inner_text())
+    page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    return totp
+
+
+def test_requiring_two_factor_sends_a_member_without_it_to_set_it_up(
+    browser, live_server, page, shot
+):
+    sign_up(page, organization="Strict Co")
+    _enrol(page)
+    page.goto("/settings/policy")
+    page.get_by_label("Require two-factor sign-in for every member").check()
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_text("Key policy saved.")).to_be_visible()
+    shot(page, "policy-requires-2fa")
+
+    page.get_by_role("navigation", name="Settings").get_by_role("link", name="Members").click()
+    page.get_by_label("Email").fill(unique_email("member"))
+    page.get_by_role("button", name="Create invite link").click()
+    link = page.locator("#invite-link").inner_text()
+
+    other = browser.new_context(base_url=live_server.url, viewport={"width": 390, "height": 844})
+    try:
+        member = other.new_page()
+        member.goto(link)
+        member.get_by_label("Your name").fill("Bob")
+        member.get_by_label("Password").fill(PASSWORD)
+        member.get_by_role("button", name="Create account and join").click()
+        expect(member).to_have_url(re.compile(r"/settings/account/two-factor$"))
+        expect(member.get_by_text("Strict Co requires two-factor sign-in")).to_be_visible()
+        shot(member, "member-sent-to-set-up-390")
+        _enrol(member)
+        member.get_by_role("link", name="I have saved them").click()
+        member.get_by_role("link", name="Connections").click()
+        expect(member).to_have_url(re.compile(r"/connections/api-tokens"))
+    finally:
+        other.close()
 
 
 def test_two_factor_enrolment_and_sign_in(page, shot):
