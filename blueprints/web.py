@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -26,7 +27,7 @@ from werkzeug.routing import IntegerConverter
 
 from blueprints import server_session
 from extensions import db, login_manager
-from models import ROLE_RANK, Membership, Organization, User
+from models import ROLE_RANK, Membership, Organization, User, utcnow
 from services import accounts
 from services import sessions as session_service
 from services.actor import Actor
@@ -135,6 +136,55 @@ def start_session(user: User, organization_id: int | None) -> None:
     # (the one in `g` belonged to the signed-out session).
     g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
     generate_csrf()
+
+
+SUDO_WINDOW = timedelta(minutes=10)
+SUDO_FIELDS = ("sudo_password", "sudo_code", "csrf_token")
+
+
+def confirm_access():
+    """Sudo mode (SPEC §1, as GitHub): None if the person gave their password (and code) in
+    the last 10 minutes, or gives them now with this very submission; otherwise the page to
+    answer with, which asks for them and then sends the same submission again."""
+    from services import throttle, two_factor
+
+    given_at = getattr(session, "authenticated_at", None)
+    if given_at is not None and utcnow() - given_at < SUDO_WINDOW:
+        return None
+    error = None
+    needs_code = two_factor.is_enabled(current_user)
+    if "sudo_password" in request.form:
+        attempt = throttle.begin(current_user.email, client_ip(), known_device=True)
+        if attempt.refused:
+            error = "Too many attempts. Wait a few minutes, then try again."
+        elif not accounts.password_matches(current_user, request.form.get("sudo_password", "")):
+            error = "That is not your password."
+        elif (
+            needs_code
+            and two_factor.verify(current_user, request.form.get("sudo_code", "")) is None
+        ):
+            db.session.commit()  # nothing was used
+            error = "That code is not right."
+        else:
+            throttle.succeeded(attempt)
+            pk = current_session_pk()
+            if pk is not None:
+                session_service.mark_authenticated(pk)
+                session.authenticated_at = utcnow()
+            db.session.commit()
+            return None
+    fields = [
+        (name, value)
+        for name, values in request.form.lists()
+        if name not in SUDO_FIELDS
+        for value in values
+    ]
+    context = {"fields": fields, "action": request.full_path.rstrip("?"), "error": error,
+               "needs_code": needs_code}  # fmt: skip
+    if is_htmx():  # the confirmation takes the page; its form is a plain post
+        html = render_template("account/_sudo.html", **context)
+        return html, 200, {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"}
+    return render_template("account/sudo.html", **context), 401 if error else 200
 
 
 def current_session_pk() -> int | None:

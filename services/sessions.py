@@ -162,3 +162,10 @@ def describe_user_agent(user_agent: str | None) -> str:
     if browser and system:
         return f"{browser} on {system}"
     return browser or system or "Unknown browser"
+
+
+def mark_authenticated(session_pk: int) -> None:
+    """The person gave their password again in this session (sudo mode)."""
+    db.session.execute(
+        sa.update(UserSession).where(UserSession.id == session_pk).values(authenticated_at=utcnow())
+    )

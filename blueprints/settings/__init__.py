@@ -11,6 +11,7 @@ from flask_login import login_required
 
 from blueprints.settings.forms import ROLE_LABELS, InviteForm, PolicyForm, RoleForm, role_choices
 from blueprints.web import (
+    confirm_access,
     current_actor,
     current_membership,
     current_org,
@@ -146,6 +147,8 @@ def cancel_invite(invite_id: int):
 @login_required
 @role_required("admin")
 def change_role(member_id: int):
+    if (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     actor = current_actor()
     member = member_service.get_member_or_404(actor.organization, member_id)
     form = RoleForm()
@@ -203,6 +206,8 @@ def _remove_page(actor: Actor, member: Membership, error: str | None = None, sta
 @login_required
 @role_required("admin")
 def remove(member_id: int):
+    if (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     actor = current_actor()
     member = member_service.get_member_or_404(actor.organization, member_id)
     name, is_self = member.user.name, member.user_id == actor.user_id
@@ -234,6 +239,8 @@ def policy():
     editable = policy_service.can_change_policy(actor)
     if request.method == "POST" and not editable:
         abort(403, "Only owners and admins can change the key policy.")
+    if request.method == "POST" and (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     org = current_org()
     form = PolicyForm(obj=org if request.method == "GET" else None)
     status = 200

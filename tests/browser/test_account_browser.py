@@ -170,3 +170,23 @@ def test_two_factor_enrolment_and_sign_in(page, shot):
     page.get_by_role("button", name="Verify").click()
     page.wait_for_url("**/connections/api-tokens**")
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def test_sudo_mode_asks_for_the_password_then_saves_the_policy(live_server, page, shot):
+    import sqlite3
+
+    sign_up(page, organization="Sudo Co")
+    database = live_server.env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:  # the password was given 11 minutes ago
+        conn.execute("UPDATE user_sessions SET authenticated_at = datetime('now', '-11 minutes')")
+    page.goto("/settings/policy")
+    page.get_by_label("Maximum live tokens").fill("42")
+    page.get_by_role("button", name="Save policy").click()
+    expect(page.get_by_role("heading", name="Confirm access")).to_be_visible()
+    shot(page, "sudo-1280")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "sudo-390")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm and continue").click()
+    expect(page.get_by_text("Key policy saved.")).to_be_visible()
+    expect(page.get_by_label("Maximum live tokens")).to_have_value("42")
