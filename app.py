@@ -8,11 +8,12 @@ import os
 from typing import Any
 
 from flask import Flask, abort, current_app, request
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 import cli
+from blueprints import origin
 from config import Config
 from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate, redis_options
+from services.log_redaction import RedactSecrets
 
 
 def create_app(
@@ -31,9 +32,7 @@ def create_app(
         options = {**redis_options(app.config), **app.config.get("RATELIMIT_STORAGE_OPTIONS", {})}
         app.config["RATELIMIT_STORAGE_OPTIONS"] = options
 
-    if app.config["PROXY_COUNT"]:
-        count = app.config["PROXY_COUNT"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)  # type: ignore[method-assign]
+    origin.init_app(app)  # BASE_URL, trusted hosts, and what proxies are believed
 
     configure_sqlite(app)
     db.init_app(app)
@@ -47,7 +46,10 @@ def create_app(
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
-    login_manager.session_protection = "strong"
+    # Sessions live on the server and are ended from Settings → Account (blueprints/
+    # server_session.py); binding them to the address would sign out a laptop that changes
+    # networks, and let anyone replaying a stolen cookie elsewhere end the owner's session.
+    login_manager.session_protection = None
 
     from blueprints import register_blueprints
     from services import token_cache, usage
@@ -56,7 +58,10 @@ def create_app(
     cli.init_app(app)
     token_cache.init_app(app)
     usage.init_app(app)
-    logging.getLogger("werkzeug").addFilter(_RedactTokens())
+    # Secrets in a URL (tokens, invite and reset links) never reach a log line.
+    for logger in (logging.getLogger("werkzeug"), app.logger):
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
     return app
 
 
@@ -89,17 +94,3 @@ def _refuse_oversized_body() -> None:
             abort(413)
         environ["wsgi.input"] = io.BytesIO(bytes(body))
         environ["CONTENT_LENGTH"] = str(len(body))
-
-
-class _RedactTokens(logging.Filter):
-    """Keep a token that a client put in a URL out of the access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from services.secrets import TOKEN_PATTERN
-
-        if record.args:
-            record.args = tuple(
-                TOKEN_PATTERN.sub("ks_[REDACTED]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True

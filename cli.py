@@ -8,12 +8,12 @@ import time
 
 import click
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask, current_app, url_for
 from flask.cli import AppGroup
 
 from extensions import db
 from models import ENVIRONMENTS, ROLES, TOKEN_ROLES, TOKEN_TYPES, Membership, Organization, User
-from services import accounts, hygiene, members, tokens, webhooks
+from services import accounts, hygiene, members, sessions, tokens, two_factor, webhooks
 from services.actor import Actor, system_actor
 from services.errors import DomainError
 
@@ -282,6 +282,56 @@ def set_role(org_id: int, email: str, role: str, keep: tuple[str, ...], yes: boo
         _fail(exc)
     db.session.commit()
     click.echo(f"{email} is now {role}.")
+
+
+@keysmith.command("reset-password")
+@click.argument("email")
+@click.option(
+    "--set",
+    "set_now",
+    is_flag=True,
+    help="Type the new password here (asked twice, never echoed) instead of printing a link.",
+)
+@click.option(
+    "--two-factor-off",
+    is_flag=True,
+    help="Also turn off their two-factor sign-in (a lost phone and lost recovery codes).",
+)
+def reset_password(email: str, set_now: bool, two_factor_off: bool) -> None:
+    """Sign EMAIL out everywhere and print a one-time link (valid 1 hour) to choose a new
+    password; or, with --set, set it here. The link is printed, never logged or stored."""
+    user = accounts.user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No user with email {email}.")
+    if two_factor_off:
+        two_factor.disable(user, ip=None, user_agent="flask keysmith reset-password")
+        click.echo(f"Two-factor sign-in of {user.email} is off.", err=True)
+    if set_now:
+        password = click.prompt(
+            "New password", hide_input=True, confirmation_prompt="Repeat for confirmation"
+        )
+        try:
+            accounts.set_password(user, password, via="cli")
+        except DomainError as exc:
+            _fail(exc)
+    else:
+        _, secret = accounts.create_password_reset(user)
+    ended = sessions.end_all_of(user)
+    db.session.commit()
+    click.echo(f"Signed {user.email} out of {ended} session(s).", err=True)
+    if set_now:
+        click.echo(f"Password of {user.email} changed.")
+        return
+    click.echo(_reset_link(secret))
+    click.echo("Give this link to them privately; it works once, for one hour.", err=True)
+
+
+def _reset_link(secret: str) -> str:
+    base = current_app.config.get("BASE_URL") or "http://127.0.0.1:5000"
+    if not current_app.config.get("BASE_URL"):
+        click.echo("BASE_URL is not set: the link assumes `make run`'s address.", err=True)
+    with current_app.test_request_context("/", base_url=base):
+        return url_for("account.reset_password", token=secret, _external=True)
 
 
 @keysmith.command("expiring")

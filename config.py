@@ -66,6 +66,15 @@ class Config:
         # unless the operator says so (services/outbound.py).
         self.WEBHOOK_ALLOW_PRIVATE = _flag(env.get("WEBHOOK_ALLOW_PRIVATE"))
         self.WEBHOOK_ALLOW_HTTP = _flag(env.get("WEBHOOK_ALLOW_HTTP"))
+        # The address people use, e.g. https://keys.example.com: every absolute link (API
+        # href and Location, invite and reset links, openapi.json) is made from it.
+        self.BASE_URL = (env.get("BASE_URL") or "").strip().rstrip("/") or None
+        if self.BASE_URL and not self.BASE_URL.startswith(("https://", "http://")):
+            raise ValueError("BASE_URL must start with https:// (or http://)")
+        # Host names answered besides BASE_URL's (unset and no BASE_URL: localhost only).
+        self.TRUSTED_HOSTS = [
+            h.strip().lower() for h in env.get("TRUSTED_HOSTS", "").split(",") if h.strip()
+        ] or None
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None
@@ -80,7 +89,13 @@ class Config:
         self.RATE_LIMIT_DEFAULT = env.get("RATE_LIMIT_DEFAULT") or DEFAULT_RATE_LIMIT
         self.RATE_LIMIT_MAX = env.get("RATE_LIMIT_MAX") or DEFAULT_RATE_LIMIT_MAX
         self.BCRYPT_LOG_ROUNDS = int(env.get("BCRYPT_LOG_ROUNDS", "12"))
+        # Failed sign-ins (services/throttle.py): per email and address pair, per address,
+        # and per email from browsers that never signed in to it.
         self.LOGIN_THROTTLE = env.get("LOGIN_THROTTLE", "10 per 15 minutes")
+        self.LOGIN_THROTTLE_IP = env.get("LOGIN_THROTTLE_IP", "10 per 15 minutes")
+        self.LOGIN_THROTTLE_EMAIL = env.get("LOGIN_THROTTLE_EMAIL", "100 per hour")
+        # Accounts (each with its own organization) made by sign-up from one address.
+        self.SIGNUP_THROTTLE = env.get("SIGNUP_THROTTLE", "5 per hour")
         self.MAX_CONTENT_LENGTH = 1024 * 1024
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
@@ -91,6 +106,10 @@ class Config:
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
         # Number of reverse proxies in front of Keysmith whose X-Forwarded-For is trusted.
         self.PROXY_COUNT = int(env.get("PROXY_COUNT", "0"))
+        # Whether those proxies set X-Forwarded-Proto / -Host themselves (a client's own are
+        # believed otherwise); BASE_URL makes both unnecessary.
+        self.PROXY_TRUST_PROTO = _flag(env.get("PROXY_TRUST_PROTO"))
+        self.PROXY_TRUST_HOST = _flag(env.get("PROXY_TRUST_HOST"))
         # How long a verified token may be served from the per-worker cache (SPEC §2: ≤ 5 s).
         self.TOKEN_CACHE_SECONDS = float(env.get("TOKEN_CACHE_SECONDS", "5"))
 

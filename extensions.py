@@ -82,19 +82,23 @@ class CountedLimits:
     def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
         return self._call("hit", item, *identifiers)
 
+    def refund(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Give one hit back (a fixed-window counter, Flask-Limiter's default strategy)."""
+        return self._call("hit", item, *identifiers, cost=-1)
+
     def test(self, item: RateLimitItem, *identifiers: str) -> bool:
         return self._call("test", item, *identifiers)
 
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
         return self._call("get_window_stats", item, *identifiers)
 
-    def _call(self, name: str, *args):
+    def _call(self, name: str, *args, **kwargs):
         primary = limiter.limiter
         if isinstance(primary.storage, MemoryStorage):
-            return getattr(primary, name)(*args)
+            return getattr(primary, name)(*args, **kwargs)
         if primary.storage is not self._failed or time.monotonic() >= self._retry_at:
             try:
-                return getattr(primary, name)(*args)
+                return getattr(primary, name)(*args, **kwargs)
             except Exception:  # the storage's own errors vary with its client library
                 logging.getLogger(__name__).warning(
                     "Rate limit storage unreachable: counting in this worker's memory"
@@ -109,7 +113,7 @@ class CountedLimits:
             if self._memory is None or self._memory_for is not primary.storage:
                 self._memory = type(primary)(MemoryStorage())
                 self._memory_for = primary.storage
-        return getattr(self._memory, name)(*args)
+        return getattr(self._memory, name)(*args, **kwargs)
 
 
 counted_limits = CountedLimits()

@@ -1,23 +1,25 @@
 """gunicorn reads this file from the working directory: `make run` and
 `gunicorn 'app:create_app()'` both get it.
 
-The access log never shows a Keysmith secret, even one a client put in a path or query.
+Neither the access log nor the error log shows a Keysmith secret: a token a client put in a
+path or query, an invite or password-reset link, a session id (services/log_redaction.py).
 """
-
-import re
 
 from gunicorn.glogging import Logger
 
-# Broader than the scanners' pattern: a truncated or mistyped secret is redacted too.
-_SECRET_LIKE = re.compile(r"ks_(?:prod|sbx)_[0-9A-Za-z_%]+")
+from services.log_redaction import RedactSecrets, redact
 
 
 class RedactingLogger(Logger):
+    def setup(self, cfg):
+        super().setup(cfg)
+        self.error_log.addFilter(RedactSecrets())
+
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for key, value in atoms.items():
-            if isinstance(value, str) and "ks_" in value:
-                atoms[key] = _SECRET_LIKE.sub("ks_[REDACTED]", value)
+            if isinstance(value, str):
+                atoms[key] = redact(value)
         return atoms
 
 

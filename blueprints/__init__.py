@@ -5,6 +5,7 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     from blueprints import web
+    from blueprints.account import bp as account_bp
     from blueprints.api import bp as api_bp
     from blueprints.audit import bp as audit_bp
     from blueprints.auth import bp as auth_bp
@@ -15,6 +16,15 @@ def register_blueprints(app: Flask) -> None:
     from blueprints.webhooks import bp as webhooks_bp
 
     web.init_app(app)
-    for bp in (main_bp, auth_bp, tokens_bp, webhooks_bp, audit_bp, settings_bp, invites_bp):
+    for bp in (
+        main_bp,
+        auth_bp,
+        account_bp,
+        tokens_bp,
+        webhooks_bp,
+        audit_bp,
+        settings_bp,
+        invites_bp,
+    ):
         app.register_blueprint(bp)
     app.register_blueprint(api_bp, url_prefix="/api/v1")

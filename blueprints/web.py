@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -18,22 +19,21 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user, login_user
-from flask_wtf.csrf import CSRFError
+from flask_login import current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, generate_csrf
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from blueprints import server_session
 from extensions import db, login_manager
-from models import ROLE_RANK, Membership, Organization, User
+from models import ROLE_RANK, Membership, Organization, User, utcnow
 from services import accounts
+from services import sessions as session_service
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
 
-
-@login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+login_manager.user_loader(server_session.load_user)
 
 
 def current_membership() -> Membership | None:
@@ -92,6 +92,8 @@ def show_errors(form: Any, error: DomainError) -> None:
 
 
 LAST_ORG_COOKIE = "ks_last_org"
+# Nothing on Keysmith's pages needs these; a script injected somewhere cannot ask for them.
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 
 def preferred_membership(memberships: list[Membership]) -> Membership | None:
@@ -118,10 +120,87 @@ def remember_organization(response, organization_id: int):
 
 
 def start_session(user: User, organization_id: int | None) -> None:
-    """Sign in with a fresh session (nothing from before carries over), in this organization."""
-    session.clear()
+    """Sign in with a fresh server-side session (nothing from before carries over, and a
+    session this browser had before is ended), in this organization."""
+    previous = server_session.signed_in_session_pk(session)
+    if previous is not None:
+        session_service.end(previous)
+    record, session_id = session_service.start(
+        user, ip=client_ip(), user_agent=request.user_agent.string
+    )
+    db.session.commit()
+    session.begin(record, session_id)
     login_user(user)
     session["org_id"] = organization_id
+    # Made now, the CSRF token is written with the session's first save, not by the next page
+    # (the one in `g` belonged to the signed-out session).
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+    generate_csrf()
+
+
+SUDO_WINDOW = timedelta(minutes=10)
+SUDO_FIELDS = ("sudo_password", "sudo_code", "csrf_token")
+
+
+def confirm_access():
+    """Sudo mode (SPEC §1, as GitHub): None if the person gave their password (and code) in
+    the last 10 minutes, or gives them now with this very submission; otherwise the page to
+    answer with, which asks for them and then sends the same submission again."""
+    from services import throttle, two_factor
+
+    given_at = getattr(session, "authenticated_at", None)
+    if given_at is not None and utcnow() - given_at < SUDO_WINDOW:
+        return None
+    error = None
+    needs_code = two_factor.is_enabled(current_user)
+    if "sudo_password" in request.form:
+        attempt = throttle.begin(current_user.email, client_ip(), known_device=True)
+        if attempt.refused:
+            error = "Too many attempts. Wait a few minutes, then try again."
+        elif not accounts.password_matches(current_user, request.form.get("sudo_password", "")):
+            error = "That is not your password."
+        elif (
+            needs_code
+            and two_factor.verify(current_user, request.form.get("sudo_code", "")) is None
+        ):
+            db.session.commit()  # nothing was used
+            error = "That code is not right."
+        else:
+            throttle.succeeded(attempt)
+            pk = current_session_pk()
+            if pk is not None:
+                session_service.mark_authenticated(pk)
+                session.authenticated_at = utcnow()
+            db.session.commit()
+            return None
+    fields = [
+        (name, value)
+        for name, values in request.form.lists()
+        if name not in SUDO_FIELDS
+        for value in values
+    ]
+    context = {"fields": fields, "action": request.full_path.rstrip("?"), "error": error,
+               "needs_code": needs_code}  # fmt: skip
+    if is_htmx():  # the confirmation takes the page; its form is a plain post
+        html = render_template("account/_sudo.html", **context)
+        return html, 200, {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"}
+    return render_template("account/sudo.html", **context), 401 if error else 200
+
+
+def current_session_pk() -> int | None:
+    """The row id of this browser's server-side session, if signed in."""
+    return server_session.signed_in_session_pk(session)
+
+
+def end_this_session() -> None:
+    """Sign out for good: the row goes now, so a copy of the cookie opens nothing."""
+    pk = current_session_pk()
+    if pk is not None:
+        session_service.end(pk)
+        db.session.commit()
+    logout_user()
+    session.clear()
+    session.mark_ended()
 
 
 def is_htmx() -> bool:
@@ -160,6 +239,7 @@ class RowIdConverter(IntegerConverter):
 
 
 def init_app(app: Flask) -> None:
+    server_session.init_app(app)
     register_filters(app)
     app.url_map.converters["id"] = RowIdConverter
 
@@ -189,6 +269,37 @@ def init_app(app: Flask) -> None:
         return None
 
     @app.before_request
+    def require_two_factor():
+        """An organization whose policy requires two-factor sign-in sends a member without it
+        to set it up; only their account pages and signing out stay open."""
+        if request.blueprint in (None, "api", "auth", "account") or request.endpoint in (
+            "static",
+            "main.healthz",
+            "main.favicon",
+            "main.switch_organization",
+        ):
+            return None
+        if not current_user.is_authenticated:
+            return None
+        membership = current_membership()
+        if membership is None or not membership.organization.require_two_factor:
+            return None
+        from services import two_factor
+
+        if two_factor.is_enabled(current_user):
+            return None
+        target = url_for("account.set_up_two_factor")
+        if request.method == "GET":
+            flash(
+                f"{membership.organization.name} requires two-factor sign-in. "
+                "Set it up to continue.",
+                "info",
+            )
+        if is_htmx():
+            return "", 200, {"HX-Redirect": target}
+        return redirect(target)
+
+    @app.before_request
     def refuse_stale_organization() -> None:
         """A page says which organization it was made for (the X-Keysmith-Org header of htmx,
         or a form's organization_id); if another tab has switched since, refuse the change
@@ -209,11 +320,17 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
+            )
         if response.mimetype == "text/html":
             response.headers.setdefault(
                 "Content-Security-Policy",
                 "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+                "script-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+                "base-uri 'none'; object-src 'none'",
             )
         # Mimetype first: a JSON answer (the API) never loads the user nor touches the session.
         if response.mimetype == "text/html" and current_user.is_authenticated:

@@ -3,6 +3,7 @@
 from models.account import ROLE_RANK, ROLES, Invite, Membership, Organization, User
 from models.audit import AuditEvent
 from models.base import Base, utcnow
+from models.session import PasswordReset, RecoveryCode, TwoFactor, UserSession
 from models.token import (
     ENV_TAGS,
     ENVIRONMENTS,
@@ -40,8 +41,12 @@ __all__ = [
     "Invite",
     "Membership",
     "Organization",
+    "PasswordReset",
+    "RecoveryCode",
     "TokenUsage",
+    "TwoFactor",
     "User",
+    "UserSession",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",

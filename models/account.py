@@ -42,6 +42,8 @@ class Organization(Base):
     max_lifetime_days: Mapped[int] = mapped_column(default=365)
     allow_never_expires: Mapped[bool] = mapped_column(default=False)
     rate_limit: Mapped[str] = mapped_column(sa.String(200))
+    # Members without two-factor sign-in are sent to set it up (SPEC §6).
+    require_two_factor: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     # Set when a leaked token of this organization was reported; admins see a banner.
     leak_alert_at: Mapped[datetime | None]
 

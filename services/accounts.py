@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime, timedelta
+
 import bcrypt
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
+from zxcvbn import zxcvbn
 
 from extensions import db
-from models import Membership, Organization, User
+from models import Membership, Organization, PasswordReset, User, utcnow
 from services import audit
 from services.actor import Actor
-from services.errors import ValidationFailed
+from services.errors import NotFound, ValidationFailed
 
 PASSWORD_MIN = 12
+# zxcvbn's 0-4 scale: 3 is "safely unguessable" against a throttled online attack.
+PASSWORD_MIN_SCORE = 3
+PASSWORD_HINT = (
+    f"At least {PASSWORD_MIN} characters, hard to guess: a few unrelated words work well."
+)
 # bcrypt reads at most 72 bytes; refuse longer rather than silently ignoring the rest.
 PASSWORD_MAX_BYTES = 72
 
@@ -31,7 +43,9 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
 
-def check_password_rules(password: str) -> None:
+def check_password_rules(password: str, user_inputs: list[str] | None = None) -> None:
+    """12-72 bytes and hard to guess: zxcvbn's score of at least 3 ("safely unguessable"
+    against a throttled online attack), given what the person typed elsewhere."""
     if len(password) < PASSWORD_MIN:
         raise ValidationFailed(
             details={"password": f"Password must be at least {PASSWORD_MIN} characters."}
@@ -40,6 +54,29 @@ def check_password_rules(password: str) -> None:
         raise ValidationFailed(
             details={"password": f"Password must be at most {PASSWORD_MAX_BYTES} bytes."}
         )
+    words = [w for value in user_inputs or [] for w in _input_words(value)]
+    result = zxcvbn(password, user_inputs=words)
+    if result["score"] < PASSWORD_MIN_SCORE:
+        feedback = result["feedback"]
+        advice = " ".join(
+            part for part in [feedback.get("warning"), *feedback.get("suggestions", [])] if part
+        )
+        raise ValidationFailed(
+            details={
+                "password": f"This password is too easy to guess. {advice}".strip()
+                if advice
+                else "This password is too easy to guess: add a few uncommon words."
+            }
+        )
+
+
+def _input_words(value: str | None) -> list[str]:
+    """An email or a name, and its parts: "ada.lovelace@example.com" → the whole, "ada",
+    "lovelace", "example"."""
+    if not isinstance(value, str) or not value:
+        return []
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", value.lower()) if len(p) >= 3]
+    return [value.lower(), *parts]
 
 
 def user_by_email(email: str) -> User | None:
@@ -48,7 +85,7 @@ def user_by_email(email: str) -> User | None:
 
 def create_user(*, email: str, name: str, password: str) -> User:
     """A new person; raises ValidationFailed if the email is taken or the password too weak."""
-    check_password_rules(password)
+    check_password_rules(password, user_inputs=[email, name])
     taken = ValidationFailed(
         details={"email": "An account with this email already exists. Sign in instead."}
     )
@@ -166,6 +203,20 @@ def membership_in(user: User, organization_id: int) -> Membership | None:
 
 def record_sign_in(user: User, *, success: bool, ip: str | None, user_agent: str | None) -> None:
     """Audit a sign-in (or a failed one) in each organization the person belongs to."""
+    _record_account_event(
+        user, "user.signed_in" if success else "user.sign_in_failed", ip=ip, user_agent=user_agent
+    )
+
+
+def _record_account_event(
+    user: User,
+    action: str,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+    details: dict | None = None,
+) -> None:
+    """An event about the person's own account, in each organization they belong to."""
     for membership in memberships_of(user):
         actor = Actor(
             organization=membership.organization,
@@ -175,9 +226,117 @@ def record_sign_in(user: User, *, success: bool, ip: str | None, user_agent: str
         )
         audit.record(
             actor,
-            "user.signed_in" if success else "user.sign_in_failed",
+            action,
             target_type="member",
             target_id=membership.id,
             target_label=user.email,
+            details=details,
         )
     db.session.flush()
+
+
+# ---------------------------------------------------------------- passwords
+
+
+def password_matches(user: User, password: str) -> bool:
+    return bcrypt.checkpw(password.encode()[:PASSWORD_MAX_BYTES], user.password_hash.encode())
+
+
+def set_password(
+    user: User,
+    new_password: str,
+    *,
+    via: str,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> None:
+    """Give the person a new password (checked against the rules) and audit it. The caller
+    ends the sessions that should end (services/sessions.py); pending reset links die here."""
+    check_password_rules(new_password, user_inputs=[user.email, user.name])
+    user.password_hash = hash_password(new_password)
+    db.session.execute(
+        sa.delete(PasswordReset).where(
+            PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None)
+        )
+    )
+    _record_account_event(
+        user, "user.password_changed", ip=ip, user_agent=user_agent, details={"via": via}
+    )
+    db.session.flush()
+
+
+def change_password(
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> None:
+    """Settings → Account → Change password: the current password is required."""
+    if not password_matches(user, current_password or ""):
+        raise ValidationFailed(details={"current_password": "That is not your current password."})
+    if current_password == new_password:
+        raise ValidationFailed(
+            details={"new_password": "Choose a password other than your current one."}
+        )
+    set_password(user, new_password, via="settings", ip=ip, user_agent=user_agent)
+
+
+RESET_LIFETIME = timedelta(hours=1)
+
+
+def reset_hash(secret: str) -> str:
+    """HMAC-SHA256 of a reset link's secret, keyed apart from tokens and invites by a label."""
+    key = current_app.config["TOKEN_HMAC_KEY"].encode()
+    return hmac.new(key, b"password-reset:" + secret.encode(), hashlib.sha256).hexdigest()
+
+
+def create_password_reset(user: User, *, now: datetime | None = None) -> tuple[PasswordReset, str]:
+    """A one-time reset link's secret (shown once, stored as an HMAC); earlier links die."""
+    now = now or utcnow()
+    db.session.execute(
+        sa.delete(PasswordReset).where(
+            PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None)
+        )
+    )
+    secret = secrets.token_urlsafe(32)
+    reset = PasswordReset(
+        user_id=user.id,
+        token_hash=reset_hash(secret),
+        created_at=now,
+        expires_at=now + RESET_LIFETIME,
+    )
+    db.session.add(reset)
+    db.session.flush()
+    return reset, secret
+
+
+def reset_for_link(secret: str, *, now: datetime | None = None) -> PasswordReset:
+    """The live reset behind a link, or NotFound (unknown, used or expired: the same words)."""
+    gone = NotFound(
+        "This password reset link is not valid: it may have been used, replaced or have "
+        "expired (links last an hour). Ask your operator for a new one."
+    )
+    if not secret or len(secret) > 200:
+        raise gone
+    reset = db.session.scalar(
+        sa.select(PasswordReset).where(PasswordReset.token_hash == reset_hash(secret))
+    )
+    if reset is None or reset.used_at is not None or reset.expires_at <= (now or utcnow()):
+        raise gone
+    return reset
+
+
+def use_password_reset(
+    reset: PasswordReset,
+    new_password: str,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> User:
+    """Set the password through a reset link; the link dies with it (set_password deletes
+    every pending link of the person)."""
+    user = reset.user
+    set_password(user, new_password, via="reset link", ip=ip, user_agent=user_agent)
+    return user

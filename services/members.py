@@ -578,7 +578,7 @@ def accept_invite_as_new_user(
         details["password"] = "Password is required."  # noqa: S105 - a message, not a password
     else:
         try:
-            accounts.check_password_rules(password)
+            accounts.check_password_rules(password, user_inputs=[invite_.email, name])
         except ValidationFailed as exc:
             details.update(exc.details)
     if details:

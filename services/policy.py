@@ -12,7 +12,7 @@ from limits import parse_many
 
 from extensions import db
 from models import Organization
-from services import audit, webhooks
+from services import audit, two_factor, webhooks
 from services.actor import Actor
 from services.errors import Forbidden, ValidationFailed
 
@@ -24,6 +24,7 @@ FIELDS = (
     "max_lifetime_days",
     "allow_never_expires",
     "rate_limit",
+    "require_two_factor",
 )
 
 
@@ -33,6 +34,7 @@ class Policy:
     max_lifetime_days: int
     allow_never_expires: bool
     rate_limit: str
+    require_two_factor: bool = False
 
 
 def policy_of(organization: Organization) -> Policy:
@@ -165,6 +167,7 @@ def update_policy(
     max_lifetime_days: object,
     allow_never_expires: object,
     rate_limit: object,
+    require_two_factor: object = None,
 ) -> dict[str, dict[str, Any]]:
     """Change the policy; returns what changed as {field: {"from", "to"}}, audited once."""
     if not can_change_policy(actor):
@@ -187,9 +190,21 @@ def update_policy(
             details.update(exc.details)
     if not isinstance(allow_never_expires, bool):
         details["allow_never_expires"] = "Must be true or false."
+    if require_two_factor is None:  # not given: unchanged
+        require_two_factor = organization.require_two_factor
+    if not isinstance(require_two_factor, bool):
+        details["require_two_factor"] = "Must be true or false."
+    elif require_two_factor and not organization.require_two_factor:
+        # As GitHub: whoever requires it has it, so they cannot lock themselves out.
+        user = actor.user
+        if user is not None and not two_factor.is_enabled(user):
+            details["require_two_factor"] = (
+                "Turn on two-factor sign-in for yourself first (Settings → Account)."
+            )
     if details:
         raise ValidationFailed(details=details)
     values["allow_never_expires"] = allow_never_expires
+    values["require_two_factor"] = require_two_factor
 
     changes = {
         field: {"from": getattr(organization, field), "to": values[field]}

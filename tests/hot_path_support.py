@@ -32,6 +32,8 @@ def worker_config(url: str, **extra) -> dict:
         "TOKEN_HMAC_KEY": "test-token-hmac-key",
         "SQLALCHEMY_DATABASE_URI": url,
         "BCRYPT_LOG_ROUNDS": 4,
+        # Tests sign up many people from 127.0.0.1; test_signup_throttle.py checks the default.
+        "SIGNUP_THROTTLE": "10000 per hour",
         "RATELIMIT_STORAGE_URI": "memory://",
         "RATELIMIT_KEY_PREFIX": f"keysmith-test-{uuid.uuid4().hex[:8]}",
         **extra,

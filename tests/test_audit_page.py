@@ -251,3 +251,28 @@ def test_the_log_shows_what_changed(client, db, org_with_events):
     client.sign_in("olive@example.com")
     html = client.get("/connections/audit-log?action=token.updated").get_data(as_text=True)
     assert "prod-ci → prod-deploy" in html
+
+
+@pytest.mark.parametrize("path", ["/connections/audit-log", "/connections/audit-log.csv"])
+@pytest.mark.parametrize(
+    "query", ["to=9999-12-31", "from=0001-01-01&to=9999-12-31", "from=9999-12-31"]
+)
+def test_dates_at_the_ends_of_the_calendar_are_answered_never_a_500(
+    client, db, org_with_events, path, query
+):
+    """The last day of year 9999 has no "next day" to stop before: it means no end."""
+    client.sign_in("olive@example.com")
+    response = client.get(f"{path}?{query}")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    nothing = "No events match these filters" in body or body.count("\n") == 1  # CSV header
+    assert nothing == query.startswith("from=9999")  # else every event, the newest included
+
+
+@pytest.mark.parametrize("path", ["/connections/audit-log", "/connections/audit-log.csv"])
+@pytest.mark.parametrize("query", ["to=10000-01-01", "from=-0001-01-01", "to=2026-02-30"])
+def test_dates_no_calendar_holds_are_a_400_with_a_message(client, db, org_with_events, path, query):
+    client.sign_in("olive@example.com")
+    response = client.get(f"{path}?{query}")
+    assert response.status_code == 400
+    assert "must be a date like 2026-01-31" in response.get_data(as_text=True)

@@ -427,7 +427,6 @@ def test_member_is_offered_at_most_writer_and_a_forged_admin_is_an_inline_error(
 
 
 def test_every_action_is_in_the_audit_log_with_who_where_and_how(signed_in, owner, db):
-    # The session is bound to the browser (strong session protection), so keep its user agent.
     signed_in.form(PAGE, create_form(), page=PAGE)
     (token,) = live_tokens(db)
     for name, data in [

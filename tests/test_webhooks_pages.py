@@ -218,3 +218,38 @@ def test_owners_and_admins_see_a_banner_for_a_failing_endpoint(
     member = make_member(org, "member")
     client.sign_in(member.user.email)
     assert "failed for 3 days" not in html(client.get("/connections/api-tokens"))
+
+
+@pytest.mark.parametrize("action", ["add", "update", "roll", "delete"])
+def test_changing_webhooks_asks_for_the_password_after_ten_minutes(
+    client, db, org, owner, endpoint, action
+):
+    """Sudo mode (SPEC §1): webhooks, like the key policy, are changed only by someone who
+    gave their password in the last 10 minutes."""
+    from datetime import timedelta
+
+    from models import UserSession
+    from tests.conftest import PASSWORD
+
+    client.sign_in(owner.email)
+    db.session.execute(
+        sa.update(UserSession).values(authenticated_at=utcnow() - timedelta(minutes=11))
+    )
+    db.session.commit()
+    url, data = {
+        "add": (PAGE, {"url": URL + "/2", "events": ["token.created"]}),
+        "update": (f"{PAGE}/{endpoint.id}", {"url": URL, "events": ["token.revoked"]}),
+        "roll": (f"{PAGE}/{endpoint.id}/roll", {}),
+        "delete": (f"{PAGE}/{endpoint.id}/delete", {}),
+    }[action]
+    asked = client.form(url, data, page=PAGE)
+    assert asked.status_code == 200 and "Confirm access" in html(asked)
+    db.session.expire_all()
+    endpoints = db.session.scalars(sa.select(WebhookEndpoint)).all()
+    assert [(e.id, e.events, e.secret_salt) for e in endpoints] == [
+        (endpoint.id, ["token.created"], endpoint.secret_salt)
+    ]  # nothing changed yet
+    carried = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html(asked)))
+    done = client.post(url, data={**carried, **data, "sudo_password": PASSWORD})
+    assert done.status_code in (200, 302, 303), html(done)
+    assert "Confirm access" not in html(done)

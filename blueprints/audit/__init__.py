@@ -97,7 +97,7 @@ def parse_query(args) -> AuditQuery:
         query.errors["to"] = "“To” must be on or after “From”."
     if start:
         query.since = datetime(start.year, start.month, start.day, tzinfo=UTC)
-    if end:  # the whole "to" day is included
+    if end and end < date.max:  # the whole "to" day is included; 9999-12-31 means no end
         query.until = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
     page = args.get("page", "1")
     if page.isdigit() and 1 <= int(page) <= 1_000_000:

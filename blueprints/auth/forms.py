@@ -2,7 +2,7 @@ from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, Length
 
 from blueprints.forms import Form
-from services.accounts import PASSWORD_MIN
+from services.accounts import PASSWORD_HINT, PASSWORD_MIN
 
 
 class SignupForm(Form):
@@ -24,7 +24,7 @@ class SignupForm(Form):
                 min=PASSWORD_MIN, message=f"Password must be at least {PASSWORD_MIN} characters."
             ),
         ],
-        description=f"At least {PASSWORD_MIN} characters.",
+        description=PASSWORD_HINT,
         render_kw={"autocomplete": "new-password"},
     )
     organization = StringField(
@@ -45,4 +45,13 @@ class LoginForm(Form):
         "Password",
         validators=[DataRequired(), Length(max=1000)],
         render_kw={"autocomplete": "current-password"},
+    )
+
+
+class TwoFactorForm(Form):
+    code = StringField(
+        "Authentication code",
+        validators=[DataRequired("Type the code from your app."), Length(max=40)],
+        description="The 6 digits your authenticator app shows, or one of your recovery codes.",
+        render_kw={"autocomplete": "one-time-code", "inputmode": "text", "autocapitalize": "off"},
     )

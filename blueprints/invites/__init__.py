@@ -17,13 +17,15 @@ from extensions import db
 from models import Invite
 from services import accounts
 from services import members as member_service
-from services.accounts import PASSWORD_MIN
+from services.accounts import PASSWORD_HINT, PASSWORD_MIN
 from services.errors import DomainError, ValidationFailed
 
 bp = Blueprint("invites", __name__, url_prefix="/invites")
 
-# The link is a credential: keep it out of caches and out of Referer headers.
-PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# The link is a credential: keep it out of caches and out of Referer headers to other
+# sites. (Not no-referrer: over HTTPS, Flask-WTF refuses a form post without a same-origin
+# Referer, so the form on this page could not be sent.)
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
 class JoinForm(Form):
@@ -40,7 +42,7 @@ class JoinForm(Form):
                 min=PASSWORD_MIN, message=f"Password must be at least {PASSWORD_MIN} characters."
             ),
         ],
-        description=f"At least {PASSWORD_MIN} characters.",
+        description=PASSWORD_HINT,
         render_kw={"autocomplete": "new-password"},
     )
 

@@ -11,6 +11,7 @@ from flask_login import login_required
 
 from blueprints.settings.forms import ROLE_LABELS, InviteForm, PolicyForm, RoleForm, role_choices
 from blueprints.web import (
+    confirm_access,
     current_actor,
     current_membership,
     current_org,
@@ -178,6 +179,8 @@ def _demote_page(actor: Actor, member: Membership, role: str, error=None, status
 @login_required
 @role_required("admin")
 def change_role(member_id: int):
+    if (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     actor = current_actor()
     member = member_service.get_member_or_404(actor.organization, member_id)
     form = RoleForm()
@@ -256,6 +259,8 @@ def _tokens_phrase(count: int) -> str:
 @login_required
 @role_required("admin")
 def remove(member_id: int):
+    if (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     actor = current_actor()
     member = member_service.get_member_or_404(actor.organization, member_id)
     name, is_self = member.user.name, member.user_id == actor.user_id
@@ -293,6 +298,8 @@ def policy():
     editable = policy_service.can_change_policy(actor)
     if request.method == "POST" and not editable:
         abort(403, "Only owners and admins can change the key policy.")
+    if request.method == "POST" and (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     org = current_org()
     form = PolicyForm(obj=org if request.method == "GET" else None)
     status = 200
@@ -307,6 +314,7 @@ def policy():
                     max_lifetime_days=form.max_lifetime_days.data,
                     allow_never_expires=bool(form.allow_never_expires.data),
                     rate_limit=form.rate_limit.data,
+                    require_two_factor=bool(form.require_two_factor.data),
                 )
             except ValidationFailed as exc:
                 db.session.rollback()

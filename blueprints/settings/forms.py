@@ -48,6 +48,7 @@ class PolicyForm(Form):
         description="The longest expiry a new token may have.",
     )
     allow_never_expires = BooleanField("Allow tokens that never expire")
+    require_two_factor = BooleanField("Require two-factor sign-in for every member")
     rate_limit = StringField(
         "Default rate limit",
         description="Per token, e.g. 1000/minute;100/second. It applies at once to every "

@@ -21,7 +21,14 @@ from blueprints.tokens.forms import (
     RenameForm,
     RotateForm,
 )
-from blueprints.web import client_ip, current_actor, current_org, is_htmx, show_errors
+from blueprints.web import (
+    client_ip,
+    confirm_access,
+    current_actor,
+    current_org,
+    is_htmx,
+    show_errors,
+)
 from extensions import db
 from models import ApiToken, utcnow
 from services import audit, hygiene, policy, tokens
@@ -127,6 +134,8 @@ def create():
     tokens.require_may_create(actor)
     form = _create_form()
     environment = _environment_or_default(form.environment.data)
+    if form.role.data == "admin" and (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     if form.validate():
         try:
             token, secret = tokens.create_token_from_form(
@@ -252,6 +261,9 @@ def confirm_revoke(token_id: str):
 @bp.post("/<token_id>/rotate")
 @login_required
 def rotate(token_id: str):
+    admin_role = tokens.get_token_or_404(current_org(), None, token_id).role == "admin"
+    if admin_role and (confirm := confirm_access()) is not None:  # sudo mode: an admin secret
+        return confirm
     form = RotateForm()
     return _act(
         token_id,

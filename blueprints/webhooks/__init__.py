@@ -14,6 +14,7 @@ from flask_login import current_user, login_required
 
 from blueprints.web import (
     client_ip,
+    confirm_access,
     current_actor,
     current_membership,
     current_org,
@@ -96,6 +97,8 @@ def index():
 @login_required
 def create():
     _require_manager()
+    if (confirm := confirm_access()) is not None:  # sudo mode (SPEC §1)
+        return confirm
     form = EndpointForm()
     if form.validate():
         try:
@@ -155,6 +158,8 @@ def show(endpoint_id: str):
 @login_required
 def update(endpoint_id: str):
     endpoint = _endpoint(endpoint_id)
+    if (confirm := confirm_access()) is not None:  # sudo mode (SPEC §1)
+        return confirm
     form = EndpointForm()
     if form.validate():
         try:
@@ -178,7 +183,10 @@ def update(endpoint_id: str):
 @bp.post("/<endpoint_id>/delete")
 @login_required
 def delete(endpoint_id: str):
-    webhooks.delete_endpoint(_endpoint(endpoint_id), current_actor())
+    endpoint = _endpoint(endpoint_id)
+    if (confirm := confirm_access()) is not None:  # sudo mode (SPEC §1)
+        return confirm
+    webhooks.delete_endpoint(endpoint, current_actor())
     db.session.commit()
     flash("Endpoint deleted. Its pending deliveries will not be sent.", "success")
     return redirect(url_for(".index"), 303)
@@ -188,6 +196,8 @@ def delete(endpoint_id: str):
 @login_required
 def roll(endpoint_id: str):
     endpoint = _endpoint(endpoint_id)
+    if (confirm := confirm_access()) is not None:  # sudo mode (SPEC §1)
+        return confirm
     secret = webhooks.roll_secret(endpoint, current_actor())
     db.session.commit()
     return _show(endpoint, secret=secret, rolled=True)
@@ -199,20 +209,22 @@ def reveal(endpoint_id: str):
     """The secret again, only to someone who has just typed their password again."""
     endpoint = _endpoint(endpoint_id)
     form = RevealForm()
-    email, ip = current_user.email, client_ip()
-    # Wrong passwords here count with failed sign-ins: the same guessing, the same throttle.
-    wait = throttle.retry_after(email, ip)
-    if wait is not None:
-        form.password.errors = [f"Too many wrong passwords. Try again in {wait} seconds."]
+    if not form.validate():
+        return _show(endpoint, reveal_form=form, status=400)
+    # Each try counts with sign-ins before the password is checked (given back if right):
+    # the same guessing, the same throttle.
+    attempt = throttle.begin(current_user.email, client_ip(), known_device=True)
+    if attempt.refused:
+        form.password.errors = [
+            f"Too many wrong passwords. Try again in {attempt.retry_after} seconds."
+        ]
         return _show(endpoint, reveal_form=form, status=429)
-    if form.validate():
-        user = accounts.authenticate(email, form.password.data or "")
-        if user is not None and user.id == current_user.id:
-            secret = webhooks.reveal_secret(endpoint, current_actor())
-            db.session.commit()
-            return _show(endpoint, secret=secret)
-        throttle.record_failure(email, ip)
-        form.password.errors = ["That is not your password."]
+    if accounts.password_matches(current_user, form.password.data or ""):
+        throttle.succeeded(attempt)
+        secret = webhooks.reveal_secret(endpoint, current_actor())
+        db.session.commit()
+        return _show(endpoint, secret=secret)
+    form.password.errors = ["That is not your password."]
     return _show(endpoint, reveal_form=form, status=400)
 
 

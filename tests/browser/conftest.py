@@ -48,6 +48,7 @@ def live_server(tmp_path_factory) -> Iterator[LiveServer]:
         "DATABASE_URL": f"sqlite:///{instance / 'keysmith.db'}",
         "SECRET_KEY": "browser-test-secret",
         "BCRYPT_LOG_ROUNDS": "4",
+        "SIGNUP_THROTTLE": "10000 per hour",  # every browser test signs up from 127.0.0.1
         "RATELIMIT_KEY_PREFIX": f"browser-{uuid.uuid4().hex[:8]}",
     }
     env.pop("REDIS_URL", None)
