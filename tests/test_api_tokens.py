@@ -667,3 +667,26 @@ def test_a_members_token_changes_only_tokens_its_member_created(
     )
     assert refused.status_code == 403
     assert error_code(refused) == "insufficient_scope"
+
+
+def test_an_integral_number_written_with_a_fraction_is_an_integer(client, caller):
+    """JSON Schema's integer includes 30.0, which some clients send (the document says
+    integer; schemathesis found it refused)."""
+    response = client.post(
+        f"{API}/api_tokens",
+        json={"name": "float days", "expires_in_days": 30.0},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    rotated = client.post(
+        f"{API}/api_tokens/{response.get_json()['id']}/rotate",
+        json={"grace_period_seconds": 60.0},
+        headers=bearer(caller[1]),
+    )
+    assert rotated.status_code == 200
+    half = client.post(
+        f"{API}/api_tokens",
+        json={"name": "half", "expires_in_days": 30.5},
+        headers=bearer(caller[1]),
+    )
+    assert half.status_code == 400

@@ -680,6 +680,17 @@ def _message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _integral_numbers(data: Any) -> Any:
+    """JSON Schema's integer includes 30.0: such numbers become ints before strict checks."""
+    if isinstance(data, float) and data.is_integer() and abs(data) < 2**53:
+        return int(data)
+    if isinstance(data, dict):
+        return {key: _integral_numbers(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_integral_numbers(value) for value in data]
+    return data
+
+
 def parse(
     model: type[BaseModel], data: Any, *, checks: Checks | None = None, strict: bool = False
 ) -> Any:
@@ -690,7 +701,8 @@ def parse(
     details: dict[str, str] = {}
     try:
         if strict:  # JSON mode: ISO strings still make datetimes
-            result = model.model_validate_json(json.dumps(data), strict=True, context=checks)
+            data_json = json.dumps(_integral_numbers(data))
+            result = model.model_validate_json(data_json, strict=True, context=checks)
         else:
             result = model.model_validate(data, context=checks)
     except ValidationError as exc:
