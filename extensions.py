@@ -83,7 +83,11 @@ class CountedLimits:
         return self._call("hit", item, *identifiers)
 
     def refund(self, item: RateLimitItem, *identifiers: str) -> bool:
-        """Give one hit back (a fixed-window counter, Flask-Limiter's default strategy)."""
+        """Give one hit back (a fixed-window counter, Flask-Limiter's default strategy), only
+        while the window holds one: never below zero when a new window began meanwhile."""
+        stats = self._call("get_window_stats", item, *identifiers)
+        if stats.remaining >= item.amount:
+            return False
         return self._call("hit", item, *identifiers, cost=-1)
 
     def test(self, item: RateLimitItem, *identifiers: str) -> bool:

@@ -123,3 +123,29 @@ def test_with_two_factor_the_code_is_asked_too(client, db, make_org, make_user):
     assert done.status_code == 302
     db.session.expire_all()
     assert db.session.get(Organization, org.id).max_live_tokens == 20
+
+
+def test_invites_and_two_factor_changes_ask_again_too(client, db, make_org, make_user):
+    """From an attack review: a stale session invited a second address as owner (then used
+    it to remove the owner), enrolled its own authenticator, or turned two-factor off."""
+    from models import Invite
+
+    make_org(owner=make_user(email="ada@example.com"))
+    client.sign_in("ada@example.com")
+    _long_ago(db)
+    invited = client.form(
+        "/settings/members",
+        {"email": "eve@evil.example", "role": "owner"},
+        page="/settings/members",
+    )
+    assert "Confirm access" in invited.get_data(as_text=True)
+    assert "/invites/" not in invited.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Invite)) == 0
+    setup = "/settings/account/two-factor"
+    client.get(setup)
+    enrol = client.form(setup, {"code": "123456"}, page=setup)
+    assert "Confirm access" in enrol.get_data(as_text=True)
+    disable = client.form(
+        "/settings/account/two-factor/disable", {"current_password": PASSWORD}, page=setup
+    )
+    assert "Confirm access" in disable.get_data(as_text=True)

@@ -14,7 +14,13 @@ from blueprints.account.forms import (
     ResetPasswordForm,
 )
 from blueprints.auth import throttled_page
-from blueprints.web import client_ip, current_session_pk, end_this_session, show_errors
+from blueprints.web import (
+    client_ip,
+    confirm_access,
+    current_session_pk,
+    end_this_session,
+    show_errors,
+)
 from extensions import db
 from services import accounts, throttle, two_factor
 from services import sessions as session_service
@@ -182,6 +188,9 @@ def set_up_two_factor():
         found = two_factor.begin_enrolment(current_user)  # a new secret on each visit
         db.session.commit()
     else:
+        # Sudo mode: a borrowed session must not enrol its own app (and lock the owner out).
+        if (confirm := confirm_access()) is not None:
+            return confirm
         found = two_factor.two_factor_of(current_user)
         if found is None:
             return redirect(url_for(".set_up_two_factor"))
@@ -216,6 +225,8 @@ def set_up_two_factor():
 @bp.post("/settings/account/two-factor/disable")
 @login_required
 def disable_two_factor():
+    if (confirm := confirm_access()) is not None:  # sudo mode: password and code
+        return confirm
     form = PasswordCheckForm()
     if form.validate_on_submit():
         attempt = throttle.begin(current_user.email, client_ip(), known_device=True)

@@ -136,7 +136,9 @@ def second_factor():
     form = TwoFactorForm()
     if form.validate_on_submit():
         ip = client_ip()
-        attempt = throttle.begin(user.email, ip, known_device=True)
+        # Code guesses count per email from anywhere too (unless this browser signed in to
+        # it before), so many addresses cannot share out a brute force of six digits.
+        attempt = throttle.begin(user.email, ip, known_device=_known_device(user.email))
         if attempt.refused:
             return throttled_page(attempt.retry_after)
         via = two_factor.verify(user, form.code.data)

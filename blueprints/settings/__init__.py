@@ -92,6 +92,10 @@ def members():
 @login_required
 @role_required("admin")
 def invite():
+    # Inviting gives someone a role: sudo mode, as changing a role does (an invite to owner
+    # from a stale session would otherwise skip it).
+    if (confirm := confirm_access()) is not None:
+        return confirm
     actor = current_actor()
     form = _invite_form(actor)
     # Let the service name a role above one's own, rather than WTForms' "not a valid choice".

@@ -194,6 +194,8 @@ def allowlist(token_id: str):
     token = tokens.get_token_or_404(current_org(), request.form.get("environment"), token_id)
     actor = current_actor()
     tokens.require_manage(actor, token)
+    if token.role == "admin" and (confirm := confirm_access()) is not None:  # sudo mode
+        return confirm
     form = AllowlistForm()
     if form.validate():
         try:
