@@ -75,8 +75,15 @@ def _input_words(value: str | None) -> list[str]:
     "lovelace", "example"."""
     if not isinstance(value, str) or not value:
         return []
-    parts = [p for p in re.split(r"[^0-9A-Za-z]+", value.lower()) if len(p) >= 3]
-    return [value.lower(), *parts]
+    lowered = value.lower()
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", lowered) if len(p) >= 3]
+    # The parts run together too ("adalovelace", "lovelaceada"), and the email's local part
+    # and domain on their own: zxcvbn matches whole words only.
+    joined = ["".join(parts), "".join(reversed(parts))] if len(parts) > 1 else []
+    local, _, domain = lowered.partition("@")
+    bare = re.sub(r"[^0-9a-z]", "", local)
+    pieces = [p for p in (local, domain, bare, f"{bare}@{domain}" if domain else "") if len(p) >= 3]
+    return list(dict.fromkeys([lowered, *parts, *joined, *pieces]))
 
 
 def user_by_email(email: str) -> User | None:

@@ -49,6 +49,19 @@ def test_a_password_made_of_ones_own_email_is_refused(client, db):
     assert response.status_code == 400 and TOO_EASY in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    "password",
+    ["gracehopper@example.com", "grace.hopper1234", "GraceHopper2024", "example.com1234"],
+)
+def test_passwords_made_of_the_email_or_name_run_together_are_refused(client, db, password):
+    """From an attack review: zxcvbn matches whole words, so the name and the email's parts
+    are given to it joined up too."""
+    data = {"name": "Grace Hopper", "email": "grace.hopper@example.com",
+            "password": password, "organization": "Navy"}  # fmt: skip
+    response = client.form("/signup", data, page="/signup")
+    assert response.status_code == 400 and TOO_EASY in response.get_data(as_text=True)
+
+
 def test_joining_by_invite_refuses_a_weak_password(client, db, make_org, make_user):
     org = make_org(owner=make_user(email="olive@example.com"))
     owner = db.session.scalar(sa.select(Membership))
