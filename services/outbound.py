@@ -8,13 +8,20 @@ changes between the check and the connection (rebinding) changes nothing. The re
 names the host: Host header, TLS SNI and the certificate check use the name, not the address.
 `WEBHOOK_ALLOW_PRIVATE=true` lets an operator deliver to internal receivers; `http://` is
 refused unless `WEBHOOK_ALLOW_HTTP=true`. Redirects are never followed.
+
+The 5 seconds are a wall-clock limit on the whole delivery, look-up included: socket
+timeouts bound each read, not their sum (a receiver sending its status line a byte every
+2 s would never time out), so a watchdog shuts the connection's socket at the deadline,
+whatever it is doing then (TLS handshake, sending, reading the status line or the body).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -180,13 +187,18 @@ def _resolve(host: str, port: int, timeout: float) -> tuple[str, ...]:
 
 
 def resolve_target(
-    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+    url: object,
+    *,
+    allow_private: bool | None = None,
+    allow_http: bool | None = None,
+    timeout: float | None = None,
 ) -> Target:
-    """Check the URL and resolve its host (once); UnsafeURL if we may not post there."""
+    """Check the URL and resolve its host (once, within `timeout` seconds); UnsafeURL if we
+    may not post there."""
     allow_private, allow_http = _settings(allow_private, allow_http)
     scheme, host, port, path = _parse(url, allow_http)
     try:
-        addresses = _resolve(host, port, TIMEOUT_SECONDS)
+        addresses = _resolve(host, port, TIMEOUT_SECONDS if timeout is None else timeout)
     except (OSError, UnicodeError):
         raise UnsafeURL(f"The host {host} could not be resolved.") from None
     if not addresses:
@@ -229,31 +241,100 @@ class Result:
         return self.error is None and self.status is not None and 200 <= self.status < 300
 
 
+class _Deadline:
+    """Shuts every socket it watches when the time is up, from a timer thread: a blocked
+    recv(), send() or TLS handshake then returns at once, and the request fails."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(at - time.monotonic(), 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # The plain socket's shutdown, also for an SSLSocket (whose own drops its TLS state
+        # under the thread reading it). A closed or detached socket has no descriptor left
+        # (fileno -1): the call fails harmlessly, never on a descriptor reused since.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _watched(base: type, deadline: _Deadline) -> type:
+    """A urllib3 connection class whose sockets the deadline watches: the TCP socket as
+    soon as it is connected (so a slow TLS handshake is cut too), then the TLS one."""
+
+    class Watched(base):  # type: ignore[misc, valid-type]
+        def _new_conn(self):
+            sock = super()._new_conn()
+            deadline.watch(sock)
+            return sock
+
+        def connect(self):
+            super().connect()
+            if self.sock is not None:
+                deadline.watch(self.sock)
+
+    return Watched
+
+
 def post(
     url: str,
     body: bytes,
     headers: dict[str, str],
     *,
-    timeout: float = TIMEOUT_SECONDS,
+    timeout: float | None = None,
     allow_private: bool | None = None,
     allow_http: bool | None = None,
 ) -> Result:
-    """POST once to the checked address; never raises for the receiver's faults."""
+    """POST once to the checked address, all of it within `timeout` (TIMEOUT_SECONDS)
+    seconds of wall-clock time: look-up, connection, TLS, request and answer. Never raises
+    for the receiver's faults."""
     started = time.monotonic()
+    timeout = TIMEOUT_SECONDS if timeout is None else timeout
 
     def done(status: int | None, error: str | None, data: bytes = b"") -> Result:
         return Result(status, data, int((time.monotonic() - started) * 1000), error)
 
     try:
-        target = resolve_target(url, allow_private=allow_private, allow_http=allow_http)
+        target = resolve_target(
+            url, allow_private=allow_private, allow_http=allow_http, timeout=timeout
+        )
     except UnsafeURL as exc:
         return done(None, exc.reason)
-    # The look-up counts toward the 5 seconds; the connection and answer get what is left.
-    timeout = max(timeout - (time.monotonic() - started), 0.5)
+    deadline = _Deadline(started + timeout)
+    left = deadline.remaining()
+    if left <= 0:
+        deadline.cancel()
+        return done(None, "timed out")
     address = target.addresses[0]
     pool_host = f"[{address}]" if ":" in address else address
     options: dict = {
-        "timeout": urllib3.Timeout(total=timeout),
+        # Each socket operation gets at most what is left; the watchdog bounds their sum.
+        "timeout": urllib3.Timeout(connect=left, read=left),
         "retries": False,
         "maxsize": 1,
     }
@@ -268,8 +349,8 @@ def post(
         )
     else:
         pool = urllib3.HTTPConnectionPool(pool_host, target.port, **options)
+    pool.ConnectionCls = _watched(pool.ConnectionCls, deadline)
     request_headers = {"Host": target.host_header, **headers}
-    deadline = started + timeout
     try:
         response = pool.urlopen(
             "POST",
@@ -283,25 +364,32 @@ def post(
         )
         data = b""
         try:
-            while len(data) < MAX_RESPONSE_BYTES and time.monotonic() < deadline:
+            while len(data) < MAX_RESPONSE_BYTES and deadline.remaining() > 0:
                 chunk = response.read1(MAX_RESPONSE_BYTES - len(data))
                 if not chunk:
                     break
                 data += chunk
         finally:
             response.close()  # the rest of the body is never read
+        if deadline.expired:
+            return done(None, "timed out", data)
         if 300 <= response.status < 400:
             return done(response.status, "redirects are not followed", data)
         if not 200 <= response.status < 300:
             return done(response.status, f"HTTP {response.status}", data)
         return done(response.status, None, data)
     except urllib3.exceptions.NewConnectionError:  # first: urllib3 makes it a TimeoutError too
-        return done(None, "connection refused or unreachable")
+        return done(None, "timed out" if deadline.expired else "connection refused or unreachable")
     except (urllib3.exceptions.TimeoutError, TimeoutError):
         return done(None, "timed out")
     except urllib3.exceptions.SSLError:
+        if deadline.expired:
+            return done(None, "timed out")
         return done(None, "TLS handshake or certificate check failed")
     except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if deadline.expired:
+            return done(None, "timed out")
         return done(None, f"connection failed ({type(exc).__name__})")
     finally:
+        deadline.cancel()
         pool.close()
