@@ -34,7 +34,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
@@ -229,10 +228,6 @@ def sign(body: bytes, keys: Iterable[str], timestamp: int) -> str:
 # ---------------------------------------------------------------- endpoints
 
 
-def _host(url: str) -> str:
-    return urlsplit(url).hostname or "?"
-
-
 def _events(value: object) -> list[str]:
     if isinstance(value, str):
         value = value.replace(",", " ").split()
@@ -272,13 +267,14 @@ def _check(url: object = UNSET, events: object = UNSET, enabled: object = UNSET)
 
 
 def _record(actor: Actor, action: str, endpoint: WebhookEndpoint, details: Mapping) -> None:
-    # Every role reads the audit log: the URL (which may carry its own secret) stays out.
+    # Every role reads the audit log: the URL (which may carry its own secret) stays out, and
+    # so does its host (a per-user subdomain can be one too). The endpoint's id names it.
     audit.record(
         actor,
         action,
         target_type="webhook",
         target_id=endpoint.id,
-        target_label=_host(endpoint.url),
+        target_label=endpoint.id,
         details=dict(details),
     )
 
