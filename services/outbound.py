@@ -17,13 +17,13 @@ whatever it is doing then (TLS handshake, sending, reading the status line or th
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import ipaddress
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
@@ -172,17 +172,93 @@ def _parse(url: object, allow_http: bool) -> tuple[str, str, int, str]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
-# getaddrinfo has no timeout of its own: look-ups run here, and we stop waiting in time.
-_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+class _Lookups:
+    """getaddrinfo has no timeout of its own, and a thread blocked in it cannot be stopped:
+    each look-up runs in a daemon thread of its own, and we stop waiting at the deadline.
+
+    A look-up holds one of `slots` shared slots only until it answers or its deadline
+    passes, whichever comes first; a straggler (still blocked after its deadline) counts
+    only against its tenant's share of `per_tenant` look-ups in flight. So a tenant whose
+    DNS never answers uses up its own share, and never the slots every tenant's look-ups
+    need (a shared pool of 4 threads was the review's finding: four hung look-ups of one
+    organization made every organization's deliveries fail). `stragglers` bounds the
+    threads left blocked in all, against memory, should many tenants hang at once.
+    """
+
+    def __init__(self, slots: int = 16, per_tenant: int = 4, stragglers: int = 128) -> None:
+        self.per_tenant = per_tenant
+        self.max_stragglers = stragglers
+        self._slots = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._in_flight: dict[object, int] = {}
+        self.stragglers = 0
+
+    def in_flight(self, tenant: object) -> int:
+        with self._lock:
+            return self._in_flight.get(tenant, 0)
+
+    def resolve(self, host: str, port: int, timeout: float, tenant: object) -> list:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._in_flight.get(tenant, 0) >= self.per_tenant:
+                raise OSError("too many look-ups of this organization in flight")
+            if self.stragglers >= self.max_stragglers:
+                raise OSError("too many look-ups are hanging")
+            self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            self._finish(tenant, straggler=False)
+            raise OSError("the name did not resolve in time")
+        state: dict[str, Any] = {"finished": False, "straggler": False}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                state["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                state["error"] = exc
+            finally:
+                with self._lock:
+                    state["finished"] = True
+                    straggler = state["straggler"]
+                self._finish(tenant, straggler=straggler)
+                done.set()
+
+        try:
+            threading.Thread(target=run, name="resolve", daemon=True).start()
+        except RuntimeError:
+            self._slots.release()
+            self._finish(tenant, straggler=False)
+            raise OSError("could not start a look-up") from None
+        done.wait(max(deadline - time.monotonic(), 0))
+        self._slots.release()  # answered or not, the shared slot is free again now
+        with self._lock:
+            if not state["finished"]:
+                state["straggler"] = True
+                self.stragglers += 1
+        if state["straggler"]:
+            raise OSError("the name did not resolve in time")
+        if "error" in state:
+            raise state["error"]
+        return state["infos"]
+
+    def _finish(self, tenant: object, *, straggler: bool) -> None:
+        with self._lock:
+            left = self._in_flight.get(tenant, 1) - 1
+            if left:
+                self._in_flight[tenant] = left
+            else:
+                self._in_flight.pop(tenant, None)
+            if straggler:
+                self.stragglers -= 1
 
 
-def _resolve(host: str, port: int, timeout: float) -> tuple[str, ...]:
-    """Every address the host resolves to, in the resolver's order, each once."""
-    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-    try:
-        infos = future.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise OSError("the name did not resolve in time") from None
+_LOOKUPS = _Lookups()
+
+
+def _resolve(host: str, port: int, timeout: float, tenant: object = None) -> tuple[str, ...]:
+    """Every address the host resolves to, in the resolver's order, each once; `tenant`
+    (the organization's id) is whose share of look-ups it uses."""
+    infos = _LOOKUPS.resolve(host, port, timeout, tenant)
     return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 
@@ -192,13 +268,14 @@ def resolve_target(
     allow_private: bool | None = None,
     allow_http: bool | None = None,
     timeout: float | None = None,
+    tenant: object = None,
 ) -> Target:
-    """Check the URL and resolve its host (once, within `timeout` seconds); UnsafeURL if we
-    may not post there."""
+    """Check the URL and resolve its host (once, within `timeout` seconds, on `tenant`'s
+    share of look-ups); UnsafeURL if we may not post there."""
     allow_private, allow_http = _settings(allow_private, allow_http)
     scheme, host, port, path = _parse(url, allow_http)
     try:
-        addresses = _resolve(host, port, TIMEOUT_SECONDS if timeout is None else timeout)
+        addresses = _resolve(host, port, TIMEOUT_SECONDS if timeout is None else timeout, tenant)
     except (OSError, UnicodeError):
         raise UnsafeURL(f"The host {host} could not be resolved.") from None
     if not addresses:
@@ -214,7 +291,11 @@ def resolve_target(
 
 
 def check_url(
-    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+    url: object,
+    *,
+    allow_private: bool | None = None,
+    allow_http: bool | None = None,
+    tenant: object = None,
 ) -> str:
     """The URL, trimmed, if we may post to it; UnsafeURL otherwise.
 
@@ -222,7 +303,7 @@ def check_url(
     and every delivery resolves and checks it again.
     """
     try:
-        resolve_target(url, allow_private=allow_private, allow_http=allow_http)
+        resolve_target(url, allow_private=allow_private, allow_http=allow_http, tenant=tenant)
     except UnsafeURL as exc:
         if "could not be resolved" not in exc.reason:
             raise
@@ -309,10 +390,11 @@ def post(
     timeout: float | None = None,
     allow_private: bool | None = None,
     allow_http: bool | None = None,
+    tenant: object = None,
 ) -> Result:
     """POST once to the checked address, all of it within `timeout` (TIMEOUT_SECONDS)
     seconds of wall-clock time: look-up, connection, TLS, request and answer. Never raises
-    for the receiver's faults."""
+    for the receiver's faults. `tenant` (the organization's id) shares out the look-ups."""
     started = time.monotonic()
     timeout = TIMEOUT_SECONDS if timeout is None else timeout
 
@@ -321,7 +403,7 @@ def post(
 
     try:
         target = resolve_target(
-            url, allow_private=allow_private, allow_http=allow_http, timeout=timeout
+            url, allow_private=allow_private, allow_http=allow_http, timeout=timeout, tenant=tenant
         )
     except UnsafeURL as exc:
         return done(None, exc.reason)

@@ -243,12 +243,14 @@ def _events(value: object) -> list[str]:
     return [t for t in EVENT_TYPES if t in value]  # stored in the documented order
 
 
-def _check(url: object = UNSET, events: object = UNSET, enabled: object = UNSET) -> dict:
+def _check(
+    organization_id: int, url: object = UNSET, events: object = UNSET, enabled: object = UNSET
+) -> dict:
     values: dict[str, Any] = {}
     details: dict[str, str] = {}
     if url is not UNSET:
         try:
-            values["url"] = outbound.check_url(url)
+            values["url"] = outbound.check_url(url, tenant=organization_id)
         except outbound.UnsafeURL as exc:
             details["url"] = exc.reason
     if events is not UNSET:
@@ -289,7 +291,7 @@ def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret (to show once)."""
     _require_manage(actor)
-    values = _check(url, events, enabled)
+    values = _check(organization.id, url, events, enabled)
     count = db.session.scalar(
         sa.select(sa.func.count()).where(WebhookEndpoint.organization_id == organization.id)
     )
@@ -321,7 +323,7 @@ def update_endpoint(
 ) -> dict[str, Any]:
     """Change what was given; returns what changed (the URL only as "changed")."""
     _require_manage(actor)
-    values = _check(url, events, enabled)
+    values = _check(endpoint.organization_id, url, events, enabled)
     changes: dict[str, Any] = {}
     for field, value in values.items():
         old = getattr(endpoint, field)
@@ -625,6 +627,7 @@ class _Attempt:
     answer is writes only (SQLite: a write after a read can meet another writer's commit)."""
 
     delivery_id: str
+    organization_id: int
     endpoint_id: str
     event_id: str
     attempts: int
@@ -647,6 +650,7 @@ def _attempt(delivery: WebhookDelivery, attempts: int) -> _Attempt:
     }
     return _Attempt(
         delivery.id,
+        delivery.organization_id,
         endpoint.id,
         event.id,
         attempts,
@@ -743,7 +747,9 @@ def deliver_claimed(claimed: Mapping[str, int], fixed: datetime | None = None) -
             continue
         attempt = _attempt(delivery, attempts)
         db.session.rollback()  # no transaction stays open while we wait for the receiver
-        result = outbound.post(attempt.url, attempt.body, attempt.headers)
+        result = outbound.post(
+            attempt.url, attempt.body, attempt.headers, tenant=attempt.organization_id
+        )
         status = _record_result(attempt, result, fixed or utcnow())
         if status == "succeeded":
             run.succeeded += 1
