@@ -8,15 +8,22 @@ changes between the check and the connection (rebinding) changes nothing. The re
 names the host: Host header, TLS SNI and the certificate check use the name, not the address.
 `WEBHOOK_ALLOW_PRIVATE=true` lets an operator deliver to internal receivers; `http://` is
 refused unless `WEBHOOK_ALLOW_HTTP=true`. Redirects are never followed.
+
+The 5 seconds are a wall-clock limit on the whole delivery, look-up included: socket
+timeouts bound each read, not their sum (a receiver sending its status line a byte every
+2 s would never time out), so a watchdog shuts the connection's socket at the deadline,
+whatever it is doing then (TLS handshake, sending, reading the status line or the body).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
@@ -165,28 +172,110 @@ def _parse(url: object, allow_http: bool) -> tuple[str, str, int, str]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
-# getaddrinfo has no timeout of its own: look-ups run here, and we stop waiting in time.
-_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+class _Lookups:
+    """getaddrinfo has no timeout of its own, and a thread blocked in it cannot be stopped:
+    each look-up runs in a daemon thread of its own, and we stop waiting at the deadline.
+
+    A look-up holds one of `slots` shared slots only until it answers or its deadline
+    passes, whichever comes first; a straggler (still blocked after its deadline) counts
+    only against its tenant's share of `per_tenant` look-ups in flight. So a tenant whose
+    DNS never answers uses up its own share, and never the slots every tenant's look-ups
+    need (a shared pool of 4 threads was the review's finding: four hung look-ups of one
+    organization made every organization's deliveries fail). `stragglers` bounds the
+    threads left blocked in all, against memory, should many tenants hang at once.
+    """
+
+    def __init__(self, slots: int = 16, per_tenant: int = 4, stragglers: int = 128) -> None:
+        self.per_tenant = per_tenant
+        self.max_stragglers = stragglers
+        self._slots = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._in_flight: dict[object, int] = {}
+        self.stragglers = 0
+
+    def in_flight(self, tenant: object) -> int:
+        with self._lock:
+            return self._in_flight.get(tenant, 0)
+
+    def resolve(self, host: str, port: int, timeout: float, tenant: object) -> list:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._in_flight.get(tenant, 0) >= self.per_tenant:
+                raise OSError("too many look-ups of this organization in flight")
+            if self.stragglers >= self.max_stragglers:
+                raise OSError("too many look-ups are hanging")
+            self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
+        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            self._finish(tenant, straggler=False)
+            raise OSError("the name did not resolve in time")
+        state: dict[str, Any] = {"finished": False, "straggler": False}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                state["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                state["error"] = exc
+            finally:
+                with self._lock:
+                    state["finished"] = True
+                    straggler = state["straggler"]
+                self._finish(tenant, straggler=straggler)
+                done.set()
+
+        try:
+            threading.Thread(target=run, name="resolve", daemon=True).start()
+        except RuntimeError:
+            self._slots.release()
+            self._finish(tenant, straggler=False)
+            raise OSError("could not start a look-up") from None
+        done.wait(max(deadline - time.monotonic(), 0))
+        self._slots.release()  # answered or not, the shared slot is free again now
+        with self._lock:
+            if not state["finished"]:
+                state["straggler"] = True
+                self.stragglers += 1
+        if state["straggler"]:
+            raise OSError("the name did not resolve in time")
+        if "error" in state:
+            raise state["error"]
+        return state["infos"]
+
+    def _finish(self, tenant: object, *, straggler: bool) -> None:
+        with self._lock:
+            left = self._in_flight.get(tenant, 1) - 1
+            if left:
+                self._in_flight[tenant] = left
+            else:
+                self._in_flight.pop(tenant, None)
+            if straggler:
+                self.stragglers -= 1
 
 
-def _resolve(host: str, port: int, timeout: float) -> tuple[str, ...]:
-    """Every address the host resolves to, in the resolver's order, each once."""
-    future = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-    try:
-        infos = future.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise OSError("the name did not resolve in time") from None
+_LOOKUPS = _Lookups()
+
+
+def _resolve(host: str, port: int, timeout: float, tenant: object = None) -> tuple[str, ...]:
+    """Every address the host resolves to, in the resolver's order, each once; `tenant`
+    (the organization's id) is whose share of look-ups it uses."""
+    infos = _LOOKUPS.resolve(host, port, timeout, tenant)
     return tuple(dict.fromkeys(info[4][0] for info in infos))
 
 
 def resolve_target(
-    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+    url: object,
+    *,
+    allow_private: bool | None = None,
+    allow_http: bool | None = None,
+    timeout: float | None = None,
+    tenant: object = None,
 ) -> Target:
-    """Check the URL and resolve its host (once); UnsafeURL if we may not post there."""
+    """Check the URL and resolve its host (once, within `timeout` seconds, on `tenant`'s
+    share of look-ups); UnsafeURL if we may not post there."""
     allow_private, allow_http = _settings(allow_private, allow_http)
     scheme, host, port, path = _parse(url, allow_http)
     try:
-        addresses = _resolve(host, port, TIMEOUT_SECONDS)
+        addresses = _resolve(host, port, TIMEOUT_SECONDS if timeout is None else timeout, tenant)
     except (OSError, UnicodeError):
         raise UnsafeURL(f"The host {host} could not be resolved.") from None
     if not addresses:
@@ -202,7 +291,11 @@ def resolve_target(
 
 
 def check_url(
-    url: object, *, allow_private: bool | None = None, allow_http: bool | None = None
+    url: object,
+    *,
+    allow_private: bool | None = None,
+    allow_http: bool | None = None,
+    tenant: object = None,
 ) -> str:
     """The URL, trimmed, if we may post to it; UnsafeURL otherwise.
 
@@ -210,7 +303,7 @@ def check_url(
     and every delivery resolves and checks it again.
     """
     try:
-        resolve_target(url, allow_private=allow_private, allow_http=allow_http)
+        resolve_target(url, allow_private=allow_private, allow_http=allow_http, tenant=tenant)
     except UnsafeURL as exc:
         if "could not be resolved" not in exc.reason:
             raise
@@ -229,31 +322,101 @@ class Result:
         return self.error is None and self.status is not None and 200 <= self.status < 300
 
 
+class _Deadline:
+    """Shuts every socket it watches when the time is up, from a timer thread: a blocked
+    recv(), send() or TLS handshake then returns at once, and the request fails."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(at - time.monotonic(), 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # The plain socket's shutdown, also for an SSLSocket (whose own drops its TLS state
+        # under the thread reading it). A closed or detached socket has no descriptor left
+        # (fileno -1): the call fails harmlessly, never on a descriptor reused since.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            self._shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _watched(base: type, deadline: _Deadline) -> type:
+    """A urllib3 connection class whose sockets the deadline watches: the TCP socket as
+    soon as it is connected (so a slow TLS handshake is cut too), then the TLS one."""
+
+    class Watched(base):  # type: ignore[misc, valid-type]
+        def _new_conn(self):
+            sock = super()._new_conn()
+            deadline.watch(sock)
+            return sock
+
+        def connect(self):
+            super().connect()
+            if self.sock is not None:
+                deadline.watch(self.sock)
+
+    return Watched
+
+
 def post(
     url: str,
     body: bytes,
     headers: dict[str, str],
     *,
-    timeout: float = TIMEOUT_SECONDS,
+    timeout: float | None = None,
     allow_private: bool | None = None,
     allow_http: bool | None = None,
+    tenant: object = None,
 ) -> Result:
-    """POST once to the checked address; never raises for the receiver's faults."""
+    """POST once to the checked address, all of it within `timeout` (TIMEOUT_SECONDS)
+    seconds of wall-clock time: look-up, connection, TLS, request and answer. Never raises
+    for the receiver's faults. `tenant` (the organization's id) shares out the look-ups."""
     started = time.monotonic()
+    timeout = TIMEOUT_SECONDS if timeout is None else timeout
 
     def done(status: int | None, error: str | None, data: bytes = b"") -> Result:
         return Result(status, data, int((time.monotonic() - started) * 1000), error)
 
     try:
-        target = resolve_target(url, allow_private=allow_private, allow_http=allow_http)
+        target = resolve_target(
+            url, allow_private=allow_private, allow_http=allow_http, timeout=timeout, tenant=tenant
+        )
     except UnsafeURL as exc:
         return done(None, exc.reason)
-    # The look-up counts toward the 5 seconds; the connection and answer get what is left.
-    timeout = max(timeout - (time.monotonic() - started), 0.5)
+    deadline = _Deadline(started + timeout)
+    left = deadline.remaining()
+    if left <= 0:
+        deadline.cancel()
+        return done(None, "timed out")
     address = target.addresses[0]
     pool_host = f"[{address}]" if ":" in address else address
     options: dict = {
-        "timeout": urllib3.Timeout(total=timeout),
+        # Each socket operation gets at most what is left; the watchdog bounds their sum.
+        "timeout": urllib3.Timeout(connect=left, read=left),
         "retries": False,
         "maxsize": 1,
     }
@@ -268,8 +431,8 @@ def post(
         )
     else:
         pool = urllib3.HTTPConnectionPool(pool_host, target.port, **options)
+    pool.ConnectionCls = _watched(pool.ConnectionCls, deadline)
     request_headers = {"Host": target.host_header, **headers}
-    deadline = started + timeout
     try:
         response = pool.urlopen(
             "POST",
@@ -283,25 +446,32 @@ def post(
         )
         data = b""
         try:
-            while len(data) < MAX_RESPONSE_BYTES and time.monotonic() < deadline:
+            while len(data) < MAX_RESPONSE_BYTES and deadline.remaining() > 0:
                 chunk = response.read1(MAX_RESPONSE_BYTES - len(data))
                 if not chunk:
                     break
                 data += chunk
         finally:
             response.close()  # the rest of the body is never read
+        if deadline.expired:
+            return done(None, "timed out", data)
         if 300 <= response.status < 400:
             return done(response.status, "redirects are not followed", data)
         if not 200 <= response.status < 300:
             return done(response.status, f"HTTP {response.status}", data)
         return done(response.status, None, data)
     except urllib3.exceptions.NewConnectionError:  # first: urllib3 makes it a TimeoutError too
-        return done(None, "connection refused or unreachable")
+        return done(None, "timed out" if deadline.expired else "connection refused or unreachable")
     except (urllib3.exceptions.TimeoutError, TimeoutError):
         return done(None, "timed out")
     except urllib3.exceptions.SSLError:
+        if deadline.expired:
+            return done(None, "timed out")
         return done(None, "TLS handshake or certificate check failed")
     except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if deadline.expired:
+            return done(None, "timed out")
         return done(None, f"connection failed ({type(exc).__name__})")
     finally:
+        deadline.cancel()
         pool.close()

@@ -75,6 +75,20 @@ def begin_sign_up(ip: str | None) -> Attempt:
     return attempt
 
 
+def begin_webhook_send(organization_id: int) -> Attempt:
+    """Count a test event or a redelivery the organization asks for (WEBHOOK_SEND_LIMIT, 10
+    a minute): each makes the worker POST to a URL of the organization's choosing, so
+    without a bound a script could keep every worker posting for one tenant."""
+    attempt = Attempt()
+    item = parse(current_app.config["WEBHOOK_SEND_LIMIT"])
+    key = limit_key("webhook-sends", "org", str(organization_id))
+    attempt.counted.append((item, key))
+    if not counted_limits.hit(item, *key):
+        stats = counted_limits.get_window_stats(item, *key)
+        attempt.retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    return attempt
+
+
 def succeeded(attempt: Attempt) -> None:
     """Give the attempt back: the password was right (only failures count), or the sign-up
     made nothing (only accounts made count)."""

@@ -9,8 +9,13 @@ event, a rolled-back one never does. The delivery worker (`deliver_due`, run by
 Delivery (`deliver_due`): a worker claims due deliveries (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL, a conditional UPDATE everywhere) by moving their next attempt a lease ahead,
 commits, posts outside any transaction through services/outbound.py, then records the
-answer. Two workers never post the same attempt at once; a worker that dies mid-post
-leaves the delivery due again when its lease ends (at least once).
+answer. The claim is fenced by the attempt number it set: right before posting the worker
+checks that the delivery still carries it (and that enough of the lease is left for a
+whole post), and the answer is recorded only where it still does, so a worker whose lease
+ran out neither posts nor overwrites the attempt another worker has claimed since. A post
+takes at most 5 s of wall-clock time (outbound.post), a batch at most BATCH of them, and
+the lease is several times that; a worker that dies mid-post leaves the delivery due again
+when its lease ends (at least once).
 
 Secrets: an endpoint's signing secret is HMAC(WEBHOOK_SIGNING_KEY, "keysmith webhook
 <salt>"); only the salt is stored, so the database alone can neither reveal nor forge it.
@@ -29,7 +34,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
@@ -59,8 +63,12 @@ UNSET: Any = object()
 RETRY_FOR = timedelta(days=3)
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 6 * 3600
-# A worker holds a claimed delivery this long; a worker that died mid-post frees it then.
-LEASE = timedelta(seconds=60)
+# A worker claims at most BATCH deliveries at once and posts them one after the other, each
+# within outbound.TIMEOUT_SECONDS: 50 s at most. It holds the claim this long (a worker that
+# died mid-post frees it then), and posts only while at least POST_MARGIN of it is left.
+BATCH = 10
+LEASE = timedelta(minutes=5)
+POST_MARGIN = timedelta(seconds=30)
 # Events and their deliveries are kept this long once nothing about them is pending (Stripe).
 KEEP_FOR = timedelta(days=30)
 
@@ -220,10 +228,6 @@ def sign(body: bytes, keys: Iterable[str], timestamp: int) -> str:
 # ---------------------------------------------------------------- endpoints
 
 
-def _host(url: str) -> str:
-    return urlsplit(url).hostname or "?"
-
-
 def _events(value: object) -> list[str]:
     if isinstance(value, str):
         value = value.replace(",", " ").split()
@@ -239,12 +243,14 @@ def _events(value: object) -> list[str]:
     return [t for t in EVENT_TYPES if t in value]  # stored in the documented order
 
 
-def _check(url: object = UNSET, events: object = UNSET, enabled: object = UNSET) -> dict:
+def _check(
+    organization_id: int, url: object = UNSET, events: object = UNSET, enabled: object = UNSET
+) -> dict:
     values: dict[str, Any] = {}
     details: dict[str, str] = {}
     if url is not UNSET:
         try:
-            values["url"] = outbound.check_url(url)
+            values["url"] = outbound.check_url(url, tenant=organization_id)
         except outbound.UnsafeURL as exc:
             details["url"] = exc.reason
     if events is not UNSET:
@@ -263,13 +269,14 @@ def _check(url: object = UNSET, events: object = UNSET, enabled: object = UNSET)
 
 
 def _record(actor: Actor, action: str, endpoint: WebhookEndpoint, details: Mapping) -> None:
-    # Every role reads the audit log: the URL (which may carry its own secret) stays out.
+    # Every role reads the audit log: the URL (which may carry its own secret) stays out, and
+    # so does its host (a per-user subdomain can be one too). The endpoint's id names it.
     audit.record(
         actor,
         action,
         target_type="webhook",
         target_id=endpoint.id,
-        target_label=_host(endpoint.url),
+        target_label=endpoint.id,
         details=dict(details),
     )
 
@@ -284,7 +291,7 @@ def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its signing secret (to show once)."""
     _require_manage(actor)
-    values = _check(url, events, enabled)
+    values = _check(organization.id, url, events, enabled)
     count = db.session.scalar(
         sa.select(sa.func.count()).where(WebhookEndpoint.organization_id == organization.id)
     )
@@ -316,7 +323,7 @@ def update_endpoint(
 ) -> dict[str, Any]:
     """Change what was given; returns what changed (the URL only as "changed")."""
     _require_manage(actor)
-    values = _check(url, events, enabled)
+    values = _check(endpoint.organization_id, url, events, enabled)
     changes: dict[str, Any] = {}
     for field, value in values.items():
         old = getattr(endpoint, field)
@@ -555,9 +562,10 @@ def _due(now: datetime) -> sa.Select:
     )
 
 
-def _take(ids: Iterable[str], now: datetime) -> int:
-    """Move the attempt a lease ahead, only if still due: the row is ours if this matched."""
-    return db.session.execute(
+def _take(ids: Iterable[str], now: datetime) -> dict[str, int]:
+    """Move the attempt a lease ahead, only if still due: the rows that matched are ours,
+    each with the attempt number this claim gave it (the claim's fencing token)."""
+    rows = db.session.execute(
         sa.update(WebhookDelivery)
         .where(
             WebhookDelivery.id.in_(list(ids)),
@@ -569,31 +577,44 @@ def _take(ids: Iterable[str], now: datetime) -> int:
             attempts=WebhookDelivery.attempts + 1,
             last_attempt_at=now,
         )
+        .returning(WebhookDelivery.id, WebhookDelivery.attempts)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ).all()
+    return {row.id: row.attempts for row in rows}
 
 
-def claim(now: datetime, limit: int = 10) -> list[str]:
-    """Claim up to `limit` due deliveries for this worker, and commit the claim."""
+def claim(now: datetime, limit: int = BATCH) -> dict[str, int]:
+    """Claim up to `limit` (at most BATCH) due deliveries for this worker, and commit the
+    claim: {delivery id: the attempt number that is ours}, oldest due first."""
+    limit = min(limit, BATCH)
     if db.engine.dialect.name == "postgresql":
         ids = list(
             db.session.scalars(
                 _due(now).limit(limit).with_for_update(skip_locked=True, of=WebhookDelivery)
             )
         )
-        if ids:
-            _take(ids, now)  # the rows are locked by us: every one matches
+        taken = _take(ids, now) if ids else {}  # the rows are locked by us: every one matches
         db.session.commit()
-        return ids
-    # SQLite has one writer: each claim is its own short write, checked by its row count.
+        return {i: taken[i] for i in ids if i in taken}
+    # SQLite has one writer: each claim is its own short write, checked by what it returned.
     candidates = list(db.session.scalars(_due(now).limit(limit)))
     db.session.rollback()
-    claimed = []
+    claimed: dict[str, int] = {}
     for delivery_id in candidates:
-        if _take([delivery_id], now) == 1:
-            claimed.append(delivery_id)
+        claimed.update(_take([delivery_id], now))
         db.session.commit()
     return claimed
+
+
+def still_ours(delivery: WebhookDelivery, attempts: int, now: datetime) -> bool:
+    """The claim that gave this attempt number is still the delivery's, with time enough
+    left on its lease for a whole post."""
+    return (
+        delivery.status == "pending"
+        and delivery.attempts == attempts
+        and delivery.next_attempt_at is not None
+        and delivery.next_attempt_at >= now + POST_MARGIN
+    )
 
 
 def body_of(event: WebhookEvent) -> bytes:
@@ -606,6 +627,7 @@ class _Attempt:
     answer is writes only (SQLite: a write after a read can meet another writer's commit)."""
 
     delivery_id: str
+    organization_id: int
     endpoint_id: str
     event_id: str
     attempts: int
@@ -615,7 +637,7 @@ class _Attempt:
     headers: dict[str, str]
 
 
-def _attempt(delivery: WebhookDelivery) -> _Attempt:
+def _attempt(delivery: WebhookDelivery, attempts: int) -> _Attempt:
     endpoint, event = delivery.endpoint, delivery.event
     body = body_of(event)
     headers = {
@@ -628,9 +650,10 @@ def _attempt(delivery: WebhookDelivery) -> _Attempt:
     }
     return _Attempt(
         delivery.id,
+        delivery.organization_id,
         endpoint.id,
         event.id,
-        delivery.attempts,
+        attempts,
         delivery.created_at,
         endpoint.url,
         body,
@@ -639,15 +662,21 @@ def _attempt(delivery: WebhookDelivery) -> _Attempt:
 
 
 def _record_result(attempt: _Attempt, result: outbound.Result, now: datetime) -> str:
+    """Record the answer where our claim still holds; "lost" (nothing written) if another
+    worker has claimed the delivery since, or it was deleted."""
     if result.ok:
         status, next_at = "succeeded", None
     elif now - attempt.created_at >= RETRY_FOR:
         status, next_at = "failed", None
     else:
         status, next_at = "pending", now + backoff(attempt.attempts)
-    db.session.execute(
+    matched = db.session.execute(
         sa.update(WebhookDelivery)
-        .where(WebhookDelivery.id == attempt.delivery_id)
+        .where(
+            WebhookDelivery.id == attempt.delivery_id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.attempts == attempt.attempts,
+        )
         .values(
             status=status,
             next_attempt_at=next_at,
@@ -657,7 +686,17 @@ def _record_result(attempt: _Attempt, result: outbound.Result, now: datetime) ->
             last_error=(result.error or "")[:200] or None,
         )
         .execution_options(synchronize_session=False)
-    )
+    ).rowcount
+    if not matched:
+        db.session.rollback()
+        log.warning(
+            "Webhook delivery %s (event %s): attempt %s was claimed by another worker since; "
+            "its answer is not recorded",
+            attempt.delivery_id,
+            attempt.event_id,
+            attempt.attempts,
+        )
+        return "lost"
     if status != "pending":
         # Marked failing after 3 days of failures; the next success clears it.
         failing_since = None if result.ok else sa.func.coalesce(WebhookEndpoint.failing_since, now)
@@ -690,19 +729,27 @@ class DeliveryRun:
         return self.succeeded + self.retrying + self.failed
 
 
-def deliver_due(now: datetime | None = None, *, limit: int = 10) -> DeliveryRun:
+def deliver_due(now: datetime | None = None, *, limit: int = BATCH) -> DeliveryRun:
     """One pass: claim up to `limit` due deliveries and post each once."""
     fixed = now  # tests move the clock; otherwise each result is timed when it comes
     now = now or utcnow()
+    return deliver_claimed(claim(now, limit), fixed)
+
+
+def deliver_claimed(claimed: Mapping[str, int], fixed: datetime | None = None) -> DeliveryRun:
+    """Post each claimed delivery whose claim is still ours, and record its answer."""
     run = DeliveryRun()
-    for delivery_id in claim(now, limit):
-        delivery = db.session.get(WebhookDelivery, delivery_id)
-        if delivery is None:  # its endpoint was deleted meanwhile
+    for delivery_id, attempts in claimed.items():
+        delivery = db.session.get(WebhookDelivery, delivery_id, populate_existing=True)
+        if delivery is None or not still_ours(delivery, attempts, fixed or utcnow()):
+            # Deleted with its endpoint, or our lease ran out and another worker has it.
             db.session.rollback()
             continue
-        attempt = _attempt(delivery)
+        attempt = _attempt(delivery, attempts)
         db.session.rollback()  # no transaction stays open while we wait for the receiver
-        result = outbound.post(attempt.url, attempt.body, attempt.headers)
+        result = outbound.post(
+            attempt.url, attempt.body, attempt.headers, tenant=attempt.organization_id
+        )
         status = _record_result(attempt, result, fixed or utcnow())
         if status == "succeeded":
             run.succeeded += 1

@@ -21,11 +21,12 @@ document.addEventListener("click", async (event) => {
   setTimeout(() => { button.textContent = label; }, 2000);
 });
 
-// Forms marked data-swap-errors answer 400 with themselves and their errors: show that answer
-// (htmx by default does not swap 4xx responses).
+// Forms marked data-swap-errors answer 400 (or 429, over a limit) with themselves and their
+// errors: show that answer (htmx by default does not swap 4xx responses).
 document.addEventListener("htmx:beforeSwap", (event) => {
   const source = event.detail.requestConfig && event.detail.requestConfig.elt;
-  if (event.detail.xhr.status === 400 && source && source.closest("[data-swap-errors]")) {
+  const status = event.detail.xhr.status;
+  if ((status === 400 || status === 429) && source && source.closest("[data-swap-errors]")) {
     event.detail.shouldSwap = true;
     event.detail.isError = false;
   }

@@ -96,6 +96,25 @@ def test_a_delivery_arrives_signed_and_the_documented_snippet_verifies_it(
     assert webhooks.deliver_due().attempted == 0  # nothing twice
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "t=1700000000,v1=é",  # compare_digest raised TypeError for non-ASCII str
+        "t=²,v1=00",  # "²".isdigit() is True, int("²") raised ValueError
+        "t=١٧٠٠٠٠٠٠٠٠,v1=00",  # Arabic-Indic digits: int() takes them, we do not
+        "t=1700000000",
+        "v1=00",
+        "t=1,t=2,v1=00",
+        "",
+        "garbage",
+        "t=,v1=",
+    ],
+)
+def test_the_documented_snippet_returns_false_for_a_forged_header_never_raises(header):
+    verify = documented_verify()
+    assert verify("whsec_x", b"{}", header, now=1700000000) is False
+
+
 def test_while_the_receiver_is_down_retries_come_with_growing_gaps_then_a_redelivery(
     db, org, endpoint, receiver, make_token
 ):

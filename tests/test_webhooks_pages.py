@@ -253,3 +253,43 @@ def test_changing_webhooks_asks_for_the_password_after_ten_minutes(
     done = client.post(url, data={**carried, **data, "sudo_password": PASSWORD})
     assert done.status_code in (200, 302, 303), html(done)
     assert "Confirm access" not in html(done)
+
+
+def test_test_events_and_redeliveries_are_limited_per_organization(
+    client, db, org, owner, endpoint, make_org, make_user
+):
+    """Each queues a POST to the organization's URL: 10 a minute per organization (security
+    review of issue 15), refused with a clear message inline (htmx) or on the page."""
+    client.sign_in(owner.email)
+    page = f"{PAGE}/{endpoint.id}"
+    htmx = {"HX-Request": "true"}
+    for _ in range(5):
+        assert client.form(f"{page}/test", page=page, headers=htmx).status_code == 200
+    first = db.session.scalars(sa.select(WebhookDelivery)).first()
+    for _ in range(5):
+        answer = client.form(f"{page}/deliveries/{first.id}/redeliver", page=page, headers=htmx)
+        assert answer.status_code == 200
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery))
+    assert count == 10
+
+    refused = client.form(f"{page}/test", page=page, headers=htmx)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    text = html(refused)
+    assert 'id="deliveries"' in text and "<html" not in text  # swapped in place
+    assert "Too many test events and redeliveries" in text and 'role="alert"' in text
+    plain = client.form(f"{page}/deliveries/{first.id}/redeliver", page=page)
+    assert plain.status_code == 429 and "<html" in html(plain)
+    assert "Too many test events and redeliveries" in html(plain)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 10
+
+    # Another organization has its own allowance.
+    other_owner = make_user(email="otto@example.com")
+    other = make_org(owner=other_owner)
+    theirs, _ = webhooks.create_endpoint(
+        other, owner_actor(other), url=URL, events=["token.created"]
+    )
+    db.session.commit()
+    client.post("/logout", data={"csrf_token": client.csrf_token(PAGE)})
+    client.sign_in(other_owner.email)
+    other_page = f"{PAGE}/{theirs.id}"
+    assert client.form(f"{other_page}/test", page=other_page, headers=htmx).status_code == 200

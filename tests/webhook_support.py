@@ -4,6 +4,7 @@ and answers what the test tells it to (a status, a redirect, a slow or a huge bo
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -91,3 +92,49 @@ def start_receiver(port: int = 0, tls: tuple[str, str] | None = None) -> Receive
     receiver = Receiver(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver
+
+
+@dataclass
+class Trickler:
+    """A receiver that reads the request, then answers `payload` one byte every `interval`
+    seconds (for at most `for_seconds`): each read gets a byte in time, the whole never."""
+
+    server: socket.socket
+    connections: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.server.getsockname()[1]
+
+    def url(self, path: str = "/hook", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def start_trickler(payload: bytes, interval: float = 0.5, for_seconds: float = 20) -> Trickler:
+    server = socket.create_server(("127.0.0.1", 0))
+    trickler = Trickler(server)
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(1)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)  # the request (a TLS ClientHello for https), read or not
+            ends = time.monotonic() + for_seconds
+            for byte in payload:
+                if time.monotonic() > ends:
+                    break
+                conn.sendall(bytes([byte]))
+                time.sleep(interval)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                trickler.connections += 1
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return trickler

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from blueprints.web import (
@@ -235,6 +235,25 @@ def _deliveries_answer(endpoint: WebhookEndpoint, message: str):
     return redirect(url_for(".show", endpoint_id=endpoint.id), 303)
 
 
+def _too_many_sends(endpoint: WebhookEndpoint):
+    """None if the organization may queue another send now; else the 429 answer (the
+    deliveries region to htmx, which swaps it in place; the endpoint's page otherwise)."""
+    attempt = throttle.begin_webhook_send(endpoint.organization_id)
+    if not attempt.refused:
+        return None
+    message = (
+        "Too many test events and redeliveries in this organization: at most "
+        f"{current_app.config['WEBHOOK_SEND_LIMIT']}. Try again in {attempt.retry_after} seconds."
+    )
+    headers = {"Retry-After": str(attempt.retry_after)}
+    if is_htmx():
+        context = _deliveries(endpoint, message)
+        return render_template("webhooks/_deliveries.html", **context, refused=True), 429, headers
+    flash(message, "danger")
+    page, _ = _show(endpoint)
+    return page, 429, headers
+
+
 @bp.get("/<endpoint_id>/deliveries")
 @login_required
 def deliveries(endpoint_id: str):
@@ -248,6 +267,8 @@ def deliveries(endpoint_id: str):
 @login_required
 def send_test(endpoint_id: str):
     endpoint = _endpoint(endpoint_id)
+    if (refused := _too_many_sends(endpoint)) is not None:
+        return refused
     webhooks.send_test_event(endpoint, current_actor())
     db.session.commit()
     return _deliveries_answer(endpoint, "Test event queued: it goes out in a moment.")
@@ -258,6 +279,8 @@ def send_test(endpoint_id: str):
 def redeliver(endpoint_id: str, delivery_id: str):
     endpoint = _endpoint(endpoint_id)
     delivery = webhooks.get_delivery_or_404(endpoint, delivery_id)
+    if (refused := _too_many_sends(endpoint)) is not None:
+        return refused
     webhooks.redeliver(delivery, current_actor())
     db.session.commit()
     return _deliveries_answer(endpoint, f"{delivery.event.type} queued for redelivery.")
