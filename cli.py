@@ -315,6 +315,8 @@ def reset_password(email: str, set_now: bool, two_factor_off: bool) -> None:
         except DomainError as exc:
             _fail(exc)
     else:
+        # The old password may be what leaked: it stops working now, not when the link is used.
+        accounts.cancel_password(user)
         _, secret = accounts.create_password_reset(user)
     ended = sessions.end_all_of(user)
     db.session.commit()

@@ -299,6 +299,13 @@ def reset_hash(secret: str) -> str:
     return hmac.new(key, b"password-reset:" + secret.encode(), hashlib.sha256).hexdigest()
 
 
+def cancel_password(user: User) -> None:
+    """Make the current password stop working (an operator's reset): a hash of a random
+    secret nobody keeps, so no password matches until the reset link sets a new one."""
+    user.password_hash = hash_password(secrets.token_urlsafe(32))
+    db.session.flush()
+
+
 def create_password_reset(user: User, *, now: datetime | None = None) -> tuple[PasswordReset, str]:
     """A one-time reset link's secret (shown once, stored as an HMAC); earlier links die."""
     now = now or utcnow()

@@ -219,6 +219,9 @@ def test_operator_reset_link_ends_sessions_and_works_once(app, client, db, make_
     link = result.stdout.strip()
     assert re.fullmatch(r"http://127\.0\.0\.1:5000/reset-password/[A-Za-z0-9_-]{43}", link)
     assert phone.get(PAGE).status_code == 302  # signed out at once
+    # The old password (it may be what leaked) stops working now, not when the link is used.
+    refused = client.form("/login", {"email": "ada@example.com", "password": PASSWORD})
+    assert refused.status_code == 401
     path = link.removeprefix("http://127.0.0.1:5000")
     page = client.get(path)
     assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"

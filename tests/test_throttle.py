@@ -66,6 +66,28 @@ def test_guesses_spread_over_many_addresses_stop_at_the_per_email_limit(
     assert _right(known_browser, "victim@example.com", "10.0.6.1").status_code == 302
 
 
+def test_a_password_change_retires_every_browsers_mark(app, client, db, make_org, make_user):
+    """The `ks_device` mark covers the password's hash: a copy of the cookie stops exempting
+    its holder from the per-email limit once the password changes (attack review)."""
+    from services import accounts
+
+    user = make_user(email="victim@example.com")
+    make_org(owner=user)
+    known_browser = app.test_client()
+    assert _right(known_browser, "victim@example.com", "10.0.9.1").status_code == 302
+    known_browser.form("/logout", page="/connections/api-tokens")
+    accounts.set_password(user, "another long passphrase here", via="cli")
+    db.session.commit()
+    for i in range(30):
+        assert _fail(client, "victim@example.com", ip=f"10.0.3.{i}").status_code == 401
+    held = known_browser.form(
+        "/login",
+        {"email": "victim@example.com", "password": "another long passphrase here"},
+        environ_base={"REMOTE_ADDR": "10.0.6.1"},
+    )
+    assert held.status_code == 429
+
+
 def test_one_address_is_throttled_across_emails_without_saying_which_exist(client, make_user):
     make_user(email="real@example.com")
     for i in range(20):

@@ -181,9 +181,12 @@ DEVICE_COOKIE = "ks_device"
 
 def _device_mark(email: str) -> str:
     """What the `ks_device` cookie holds for a browser that signed in to `email`: an HMAC
-    nobody can make without SECRET_KEY, and that says nothing about the email."""
+    nobody can make without SECRET_KEY, and that says nothing about the email. It covers the
+    password's hash too, so a password change or an operator's reset retires every mark."""
     key = current_app.config["SECRET_KEY"].encode()
-    message = b"signed-in-device:" + accounts.normalize_email(email).encode()
+    user = accounts.user_by_email(email)
+    password = user.password_hash.encode() if user is not None else b""
+    message = b"signed-in-device:" + accounts.normalize_email(email).encode() + b":" + password
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
