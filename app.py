@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, abort, current_app, request
 
 import cli
-from blueprints import origin
+from blueprints import origin, request_id
 from config import Config
 from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate, redis_options
 from services.log_redaction import RedactSecrets
@@ -55,6 +55,7 @@ def create_app(
     from services import token_cache, usage
 
     register_blueprints(app)
+    request_id.init_app(app)  # after every other middleware: the outermost one
     cli.init_app(app)
     token_cache.init_app(app)
     usage.init_app(app)

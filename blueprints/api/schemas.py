@@ -362,6 +362,10 @@ class AuditEvent(BaseModel):
     ip: str | None
     user_agent: str | None
     details: dict[str, Any]
+    request_id: str | None = Field(
+        description="The X-Request-Id of the request that caused it (null before it was kept, "
+        "and for what no request caused)."
+    )
     created_at: DateTimeText
 
 

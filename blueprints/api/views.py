@@ -168,6 +168,7 @@ def event_json(event: AuditEvent) -> dict[str, Any]:
         ip=event.ip,
         user_agent=event.user_agent,
         details=event.details or {},
+        request_id=event.request_id,
         created_at=_iso(event.created_at),
     ).model_dump()
 

@@ -172,6 +172,7 @@ CSV_COLUMNS = (
     "ip",
     "user_agent",
     "details",
+    "request_id",
 )
 
 
@@ -190,6 +191,7 @@ def _csv_row(event: AuditEvent) -> list[str]:
             event.ip,
             event.user_agent,
             json.dumps(event.details, sort_keys=True) if event.details else "",
+            event.request_id,
         )
     ]
 
