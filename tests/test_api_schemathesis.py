@@ -109,7 +109,7 @@ def test_every_operation_conforms_to_the_openapi_document(
     schema = _isolated(schemathesis.openapi.from_wsgi, "/api/v1/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     # Every operation of the document but openapi.json itself, which schemathesis skips.
-    assert len(operations) == 17, sorted(op.label for op in operations)
+    assert len(operations) == 19, sorted(op.label for op in operations)
 
     # Random ids (404s), then the id of a real token of the caller's environment.
     runs = [(op, None) for op in operations] + [

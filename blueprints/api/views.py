@@ -18,6 +18,7 @@ from blueprints.api.auth import current_api_actor, presented_secret
 from extensions import db
 from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcnow
 from services import audit, leaks, webhooks
+from services import members as member_service
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import DomainError, Forbidden, ValidationFailed
@@ -34,6 +35,7 @@ KEEP_EMPTY = ("name",)
 
 # Endpoints whose query string is a model of schemas.py; anywhere else a query is refused.
 QUERY_ENDPOINTS = {"api.list_tokens", "api.revoke_token_by_name", "api.list_audit_events"}
+QUERY_ENDPOINTS |= {"api.list_members", "api.get_token_usage"}
 
 
 @bp.before_request
@@ -493,3 +495,43 @@ def openapi():
     from blueprints.api.openapi import document
 
     return jsonify(document())
+
+
+# ---------------------------------------------------------------- members and usage (issue 19)
+
+
+@bp.get("/members")
+def list_members():
+    actor = current_api_actor()
+    require_scope(actor, "members:read")
+    params = schemas.parse(schemas.MemberListQuery, query_data())
+    query = member_service.members_of(actor.organization)
+    rows, envelope = page_of(query, query, params.offset, params.length)
+    members = [
+        schemas.Member(
+            id=m.id,
+            email=m.user.email,
+            name=m.user.name,
+            role=m.role,
+            joined_at=_iso(m.created_at),
+        ).model_dump()
+        for m in rows
+    ]
+    return jsonify({"query": envelope, "members": members})
+
+
+@bp.get("/api_tokens/<token_id>/usage")
+def get_token_usage(token_id: str):
+    actor = current_api_actor()
+    require_scope(actor, "tokens:read")
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    params = schemas.parse(schemas.UsageQuery, query_data())
+    days = token_service.requests_per_day(token, days=params.days)
+    return jsonify(
+        schemas.TokenUsage(
+            token_id=token.id,
+            days=params.days,
+            total=sum(count for _, count in days),
+            usage=[schemas.UsageDay(date=day.isoformat(), requests=n) for day, n in days],
+        ).model_dump()
+    )
