@@ -79,6 +79,9 @@ class TestWithOrigins:
         )
         assert "Access-Control-Allow-Origin" not in preflight.headers
 
+    def test_a_request_without_origin_gets_no_cors_header(self, client):
+        assert _cors_headers(client.get(f"{API}/openapi.json")) == {}
+
     def test_the_console_never_answers_cross_origin(self, client):
         response = client.get("/login", headers={"Origin": APP_ORIGIN})
         assert _cors_headers(response) == {}

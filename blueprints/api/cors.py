@@ -37,5 +37,6 @@ def init_app(app: Flask) -> None:
         methods=METHODS,
         max_age=PREFLIGHT_SECONDS,
         send_wildcard=False,
+        always_send=False,  # no Origin, no CORS headers: only browsers ask
         vary_header=True,
     )
