@@ -220,6 +220,8 @@ def test_a_tokens_name_is_documented_with_its_bounds_and_pattern(client):
         ("tab\there", False),
         ("\x85", False),
         (" ci deploy ", True),
+        ("ada@example.com", False),
+        ("deploy @ night", True),
         ("Déploiement 🔑", True),
     ],
 )
@@ -235,6 +237,13 @@ def test_the_document_and_the_api_agree_on_what_a_name_is(
     assert response.status_code == (201 if valid else 400), response.get_data(as_text=True)
     if not valid:
         assert set(response.get_json()["error"]["details"]) == {"name"}
+
+
+def test_the_documented_email_pattern_is_the_services_own():
+    from blueprints.api.schemas import EMAIL_LIKE_PATTERN
+    from services.tokens import _EMAIL_LIKE
+
+    assert _EMAIL_LIKE.pattern == EMAIL_LIKE_PATTERN
 
 
 def _leak_report_validator(doc):

@@ -19,6 +19,7 @@ EXPOSE_HEADERS = [
     "Location",
     "Link",
     "WWW-Authenticate",
+    "Idempotent-Replayed",
 ]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 PREFLIGHT_SECONDS = 600

@@ -243,8 +243,9 @@ IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-    "description": "A key of your choosing (a UUID, say) that makes a retry safe: the same "
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "description": "1 to 255 printable ASCII characters of your choosing (a random UUID, "
+    "say) that make a retry safe: the same "
     "key with the same body within 24 hours gets the first answer again, secret included; "
     "the same key with another body is 400 idempotency_mismatch.",
 }

@@ -52,6 +52,9 @@ PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*$"
 # A name, once trimmed: not blank, no control characters (services.tokens.normalize_name
 # also refuses invisible formatting characters, which no portable pattern can list).
 NAME_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+# What services.tokens refuses in a name, since it would read as a person's email (it also
+# checks the NFKC form: a fullwidth ＠ counts, which this pattern does not see).
+EMAIL_LIKE_PATTERN = r"[^\s@]@[^\s@]"
 # A whole secret, as secret scanners find it (services.secrets.TOKEN_PATTERN in free text).
 SECRET_PATTERN = f"^{TOKEN_REGEX}$"
 # A rate limit in the plain form of Flask-Limiter's syntax ("100/minute;10/second",
@@ -129,7 +132,9 @@ Name = Annotated[
     AfterValidator(lambda name: _field_error(lambda: token_service.normalize_name(name))),
     Field(
         description=f"1-{NAME_MAX} characters once trimmed, without control or invisible "
-        "formatting characters; unique among the live tokens of the environment."
+        "formatting characters, not reading as an email address (no @ between two other "
+        "characters, fullwidth ＠ included); unique among the live tokens of the environment.",
+        json_schema_extra={"not": {"pattern": EMAIL_LIKE_PATTERN}},
     ),
 ]
 ExpiresAt = Annotated[
