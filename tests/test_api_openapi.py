@@ -471,3 +471,16 @@ def test_a_create_with_only_a_name_gets_the_documented_defaults(client, make_org
     body = response.get_json()
     assert (body["role"], body["type"], body["environment"]) == ("viewer", "generic", "sandbox")
     assert body["expires_at"] is not None
+
+
+def test_every_answer_documents_its_request_id(client):
+    doc = _document(client)
+    header = doc["components"]["headers"]["X-Request-Id"]
+    assert header["required"] is True
+    for path, method, operation in _operations(doc):
+        for status, response in operation["responses"].items():
+            if "$ref" in response:
+                response = doc["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
+            assert response["headers"]["X-Request-Id"] == {
+                "$ref": "#/components/headers/X-Request-Id"
+            }, (method, path, status)

@@ -42,6 +42,8 @@ RATE_HEADERS = {
     "X-RateLimit-Limit": {"$ref": "#/components/headers/X-RateLimit-Limit"},
     "X-RateLimit-Remaining": {"$ref": "#/components/headers/X-RateLimit-Remaining"},
     "X-RateLimit-Reset": {"$ref": "#/components/headers/X-RateLimit-Reset"},
+    # Not a rate header, but on every answer alike (blueprints/request_id.py).
+    "X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"},
 }
 ERRORS = {
     "400": (
@@ -572,6 +574,13 @@ def _components() -> dict[str, Any]:
             "X-RateLimit-Remaining": {**rate_header, "description": "Requests left."},
             "X-RateLimit-Reset": {**rate_header, "description": "When it resets (Unix time)."},
             "Retry-After": {**rate_header, "description": "Seconds to wait."},
+            "X-Request-Id": {
+                "required": True,
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,200}$"},
+                "description": "This request's id: the client's own X-Request-Id when it is "
+                "1-200 of A-Z a-z 0-9 . _ : - (and not a token), else a new one. It is in the "
+                "access log and in the audit events the request caused.",
+            },
         },
         "responses": {
             name: {
