@@ -360,6 +360,10 @@ def test_enums_and_objects_are_shared_components(client):
     assert schemas["TokenList"]["properties"]["api_tokens"]["items"] == {
         "$ref": "#/components/schemas/Token"
     }
+    for child, parent in (("TokenWithSecret", "Token"), ("WebhookWithSecret", "Webhook")):
+        base, own = schemas[child]["allOf"]
+        assert base == {"$ref": f"#/components/schemas/{parent}"}
+        assert not set(own["properties"]) & set(schemas[parent]["properties"])
     # Nowhere an inline copy of a shared enum.
     text = json.dumps(doc["paths"]) + json.dumps(schemas)
     assert text.count('["admin", "writer", "viewer"]') == 1

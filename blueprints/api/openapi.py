@@ -114,6 +114,19 @@ def _without_defaults(node: Any, *, in_properties: bool = False) -> Any:
     }
 
 
+# Answers that are another object plus a field or two: written as allOf that object, so
+# generated code has one Token (and TokenWithSecret extends it), not two copies.
+EXTENDS = {"TokenWithSecret": "Token", "WebhookWithSecret": "Webhook"}
+
+
+def _extension(child: dict[str, Any], parent: dict[str, Any], name: str) -> dict[str, Any]:
+    own = {k: v for k, v in child["properties"].items() if k not in parent["properties"]}
+    extra: dict[str, Any] = {"type": "object", "properties": own, "required": sorted(own)}
+    if "description" in child:
+        extra["description"] = child["description"]
+    return {"allOf": [{"$ref": REF.format(model=name)}, extra]}
+
+
 def _enum_components() -> dict[str, Any]:
     return {
         name: {"type": "string", "enum": list(members), "description": ENUM_DESCRIPTIONS[name]}
@@ -555,11 +568,11 @@ def _components() -> dict[str, Any]:
     ]
     _, definitions = models_json_schema(models, ref_template=REF)
     rate_header = {"schema": {"type": "integer"}}
+    models_ = _without_defaults(_tidy(definitions["$defs"], in_properties=True))
+    for child, parent in EXTENDS.items():
+        models_[child] = _extension(models_[child], models_[parent], parent)
     return {
-        "schemas": {
-            **_enum_components(),
-            **_without_defaults(_tidy(definitions["$defs"], in_properties=True)),
-        },
+        "schemas": {**_enum_components(), **models_},
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "description": "The token."},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
