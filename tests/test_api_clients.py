@@ -160,9 +160,17 @@ def _npm_tool(name: str) -> Path:
     return tool
 
 
-def test_generated_typescript_types_check_strictly_and_the_script_runs(server, document, tmp_path):
+@pytest.fixture
+def npm_tools() -> tuple[Path, Path]:
+    """Checked before the server starts, so a run without them skips at once."""
+    return _npm_tool("openapi-typescript"), _npm_tool("tsc")
+
+
+def test_generated_typescript_types_check_strictly_and_the_script_runs(
+    npm_tools, server, document, tmp_path
+):
     base, secret = server
-    generate, tsc = _npm_tool("openapi-typescript"), _npm_tool("tsc")
+    generate, tsc = npm_tools
     for name in ("smoke.ts", "tsconfig.json"):
         shutil.copy(CLIENTS / name, tmp_path / name)
     generated = subprocess.run(
