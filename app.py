@@ -12,7 +12,15 @@ from flask import Flask, abort, current_app, request
 import cli
 from blueprints import origin
 from config import Config
-from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate, redis_options
+from extensions import (
+    configure_sqlite,
+    csrf,
+    db,
+    init_limiter,
+    login_manager,
+    migrate,
+    redis_options,
+)
 from services.log_redaction import RedactSecrets
 
 
@@ -39,7 +47,7 @@ def create_app(
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"))
     # Order matters: the limiter counts (and heads) every request, even an oversized one;
     # the size check comes before CSRF, which reads the form.
-    limiter.init_app(app)
+    init_limiter(app)
     app.before_request(_refuse_oversized_body)
     csrf.init_app(app)
     login_manager.init_app(app)
@@ -80,6 +88,8 @@ def _refuse_oversized_body() -> None:
             abort(413)
         return
     environ = request.environ
+    if not environ.get("HTTP_TRANSFER_ENCODING"):
+        return  # neither length nor chunks: a request without a body (RFC 9112 §6.3)
     if environ.get("wsgi.input_terminated"):
         body, stream = bytearray(), environ["wsgi.input"]
         while len(body) <= limit:
