@@ -79,6 +79,9 @@ def _refuse_oversized_body() -> None:
     A declared length is checked as is. A chunked body (no Content-Length) is read up to
     one byte past the limit: over it, 413; within it, the view reads it from memory.
     """
+    environ = request.environ
+    if not environ.get("CONTENT_LENGTH") and not environ.get("HTTP_TRANSFER_ENCODING"):
+        return  # neither length nor chunks: a request without a body (RFC 9112 §6.3)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if limit is None:
         return
@@ -87,9 +90,6 @@ def _refuse_oversized_body() -> None:
         if length > limit:
             abort(413)
         return
-    environ = request.environ
-    if not environ.get("HTTP_TRANSFER_ENCODING"):
-        return  # neither length nor chunks: a request without a body (RFC 9112 §6.3)
     if environ.get("wsgi.input_terminated"):
         body, stream = bytearray(), environ["wsgi.input"]
         while len(body) <= limit:

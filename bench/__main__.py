@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
+from bench import floor  # noqa: E402
 from extensions import db  # noqa: E402
 from models import ApiToken, Membership, utcnow  # noqa: E402
 from services import accounts, tokens  # noqa: E402
@@ -374,18 +375,22 @@ def report(figure: str, value: str, target: str, ok: bool | None) -> None:
     print(f"  {figure:<60} {value:>24}   target {target:<8} {verdict}")
 
 
-def bench_server(setup: Setup) -> None:
-    app = fresh_app(setup, "server")
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    seeded = seed(app, 100)
-    env = {
-        "DATABASE_URL": url,
+def server_env(setup: Setup) -> dict[str, str]:
+    """What every Keysmith server of the bench gets, besides its DATABASE_URL."""
+    return {
         "SECRET_KEY": SECRET_KEY,
         "TOKEN_HMAC_KEY": HMAC_KEY,
         "RATE_LIMIT_DEFAULT": NO_LIMIT,
         "RATE_LIMIT_MAX": NO_LIMIT,  # measure verification, not the limiter refusing
         **setup.server_env,
     }
+
+
+def bench_server(setup: Setup) -> None:
+    app = fresh_app(setup, "server")
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    seeded = seed(app, 100)
+    env = {"DATABASE_URL": url, **server_env(setup)}
     latency_label = f"whoami / healthz latency ({setup.server})"
     rps_label = f"whoami requests/s ({setup.server}, 8 threads)"
     with gunicorn(env, workers=setup.workers) as port:
@@ -510,6 +515,10 @@ def bench_statements(setup: Setup) -> None:
 
 def bench(setup: Setup) -> None:
     bench_server(setup)
+    floor.bench_floor(
+        setup, fresh_app=fresh_app, make_app=make_app, seed=seed, report=report,
+        env=server_env(setup),
+    )  # fmt: skip
     bench_verification(setup)
     bench_statements(setup)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+
+import sqlalchemy as sa
 from flask import (
     Blueprint,
     abort,
@@ -51,20 +54,47 @@ def favicon():
 @bp.get("/healthz")
 @csrf.exempt
 def healthz():
-    """A ping on a pooled connection, never an ORM session (issue 17). Where the pool pings
-    each connection it hands out (PostgreSQL), that ping is the check."""
-    pinged = current_app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping")
-    try:
-        with db.engine.connect() as connection:
-            if not pinged:
+    """`SELECT 1` on a connection, never an ORM session (issue 17): one round trip."""
+    for attempt in (1, 2):
+        try:
+            with _health_engine().connect() as connection:
                 connection.exec_driver_sql("SELECT 1")
-    except Exception:
-        return _HEALTH_DOWN
-    return _HEALTH_OK
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated and attempt == 1:
+                continue  # a pooled connection the server had closed: once more, afresh
+            return _HEALTH_DOWN
+        except Exception:
+            return _HEALTH_DOWN
+        return _HEALTH_OK
+    return _HEALTH_DOWN
 
 
 _HEALTH_OK = ({"status": "ok"}, 200)
 _HEALTH_DOWN = ({"status": "unavailable"}, 503)
+_HEALTH_ENGINE = "keysmith_health_engine"
+
+
+def _health_engine() -> sa.Engine:
+    """SQLite: the app's engine (a file, no pre-ping). A server: a small pool of its own in
+    autocommit, without pre-ping: the app's pool would ping, begin and roll back around
+    the `SELECT 1`, three round trips for one answer."""
+    engine = current_app.extensions.get(_HEALTH_ENGINE)
+    if engine is None:
+        engine = db.engine
+        if engine.dialect.name != "sqlite":
+            options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+            engine = sa.create_engine(
+                engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=1,
+                max_overflow=7,
+                pool_timeout=2,
+                connect_args=options.get("connect_args", {}),
+            )
+            # Its connections close with the app (or the process), not left to the collector.
+            weakref.finalize(current_app._get_current_object(), engine.dispose)  # type: ignore[attr-defined]
+        current_app.extensions[_HEALTH_ENGINE] = engine
+    return engine
 
 
 class NewOrganizationForm(Form):
