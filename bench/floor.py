@@ -272,7 +272,7 @@ def _revocation(setup, port: int, revoker, report: Callable) -> None:
                 if status == 401 and b"token_revoked" in body:
                     refused_at[i] = time.perf_counter()
                     return
-                time.sleep(0.0005)
+                time.sleep(0.001)
 
         askers = [threading.Thread(target=ask, args=pair) for pair in enumerate(clients)]
         for asker in askers:
