@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, abort, current_app, request
 
 import cli
-from blueprints import origin
+from blueprints import health, origin
 from config import Config
 from extensions import (
     configure_sqlite,
@@ -66,6 +66,7 @@ def create_app(
     cli.init_app(app)
     token_cache.init_app(app)
     usage.init_app(app)
+    health.init_app(app)  # outermost: a load balancer's probe passes through nothing else
     # Secrets in a URL (tokens, invite and reset links) never reach a log line.
     for logger in (logging.getLogger("werkzeug"), app.logger):
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):

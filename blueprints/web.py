@@ -95,7 +95,7 @@ LAST_ORG_COOKIE = "ks_last_org"
 # Nothing on Keysmith's pages needs these; a script injected somewhere cannot ask for them.
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 # On every answer, unless the view set its own.
-_SECURITY_HEADERS = (
+SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "same-origin"),
@@ -326,7 +326,7 @@ def init_app(app: Flask) -> None:
     def security_headers(response):
         headers = response.headers
         present = {name.lower() for name, _ in headers.items()}  # one pass, not one per name
-        headers.extend([pair for pair in _SECURITY_HEADERS if pair[0].lower() not in present])
+        headers.extend([pair for pair in SECURITY_HEADERS if pair[0].lower() not in present])
         if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
             response.headers.setdefault(
                 "Strict-Transport-Security", "max-age=63072000; includeSubDomains"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
-import sqlalchemy as sa
 from flask import (
     Blueprint,
     abort,
@@ -21,6 +18,7 @@ from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
 from blueprints.forms import Form
+from blueprints.health import health_check
 from blueprints.web import (
     client_ip,
     current_actor,
@@ -54,55 +52,10 @@ def favicon():
 @bp.get("/healthz")
 @csrf.exempt
 def healthz():
-    """`SELECT 1` on a pooled driver connection, never an ORM session (issue 17)."""
-    engine = _health_engine()
-    for attempt in (1, 2):
-        connection = None
-        try:
-            connection = engine.raw_connection()
-            cursor = connection.cursor()
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
-            cursor.close()
-        except Exception:
-            if connection is not None:
-                connection.invalidate()  # never handed out again
-            if attempt == 1:
-                continue  # a pooled connection the server had closed: once more, afresh
-            return _HEALTH_DOWN
-        finally:
-            if connection is not None:
-                connection.close()  # back to the pool (or closed, if invalidated)
-        return _HEALTH_OK
-    return _HEALTH_DOWN
-
-
-_HEALTH_OK = ({"status": "ok"}, 200)
-_HEALTH_DOWN = ({"status": "unavailable"}, 503)
-_HEALTH_ENGINE = "keysmith_health_engine"
-
-
-def _health_engine() -> sa.Engine:
-    """SQLite: the app's engine (a file, no pre-ping). A server: a small pool of its own in
-    autocommit, without pre-ping: the app's pool would ping, begin and roll back around
-    the `SELECT 1`, three round trips for one answer; this one makes one."""
-    engine = current_app.extensions.get(_HEALTH_ENGINE)
-    if engine is None:
-        engine = db.engine
-        if engine.dialect.name != "sqlite":
-            options = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
-            engine = sa.create_engine(
-                engine.url,
-                isolation_level="AUTOCOMMIT",
-                pool_size=1,
-                max_overflow=7,
-                pool_timeout=2,
-                connect_args=options.get("connect_args", {}),
-            )
-            # Its connections close with the app (or the process), not left to the collector.
-            weakref.finalize(current_app._get_current_object(), engine.dispose)  # type: ignore[attr-defined]
-        current_app.extensions[_HEALTH_ENGINE] = engine
-    return engine
+    """What blueprints/health.py answers before Flask, should a probe reach Flask."""
+    if health_check(current_app).database_answers():
+        return {"status": "ok"}
+    return {"status": "unavailable"}, 503, {"Retry-After": "5"}
 
 
 class NewOrganizationForm(Form):
