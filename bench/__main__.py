@@ -1,7 +1,8 @@
 """`make bench`: the speed figures of SPEC §8, each beside its target, as ratios of one run.
 
 1. GET /api/v1/whoami against GET /healthz on one real gunicorn server: median latency of
-   one keep-alive client, the two requests interleaved; then whoami requests per second.
+   one keep-alive client, the two requests interleaved (for the record); then whoami
+   requests per second. Against the floor, a bare Flask view: bench/floor.py.
 2. services.tokens.verify() at 100,000 tokens against 100 (the database look-up, uncached).
 3. SQL statements of the token page and the list API with 500 tokens against 5.
 
@@ -397,15 +398,17 @@ def bench_server(setup: Setup) -> None:
         health, whoami, status = latency_ratio(port, seeded["secret"])
         if status != 200:
             # A target that cannot be measured is a target missed.
-            report(latency_label, MISSING, "<= 1.25", False)
+            report(latency_label, MISSING, "record", False)
             report(rps_label, MISSING, "record", None)
             return
         ratio = whoami / health
+        # For the record since issue 17: healthz is answered before Flask now, so SPEC §8's
+        # target is whoami against a bare Flask view (bench/floor.py).
         report(
             latency_label,
             f"{ratio:.2f} ({whoami * 1e3:.2f}/{health * 1e3:.2f} ms)",
-            "<= 1.25",
-            ratio <= 1.25,
+            "record",
+            None,
         )
         rps = requests_per_second(port, seeded["secret"])
         report(rps_label, f"{rps:,.0f}", "record", None)
