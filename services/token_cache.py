@@ -446,7 +446,16 @@ class Listener:
 
 _listeners: dict[tuple[str, str], Listener] = {}
 _listeners_lock = threading.Lock()
-os.register_at_fork(after_in_child=_listeners.clear)  # threads do not survive a fork
+
+
+def _after_fork() -> None:
+    # Threads do not survive a fork, and a lock held by one of them would stay held.
+    global _listeners_lock
+    _listeners.clear()
+    _listeners_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def listener_for(verifier: Verifier, url: str, channel: str, config) -> Listener:
@@ -476,7 +485,8 @@ class Notices:
 
     def listener(self, verifier: Verifier) -> Listener:
         listener = self._listener
-        if listener is None or self._pid != os.getpid():
+        # A new process (a fork), or a thread that ended as this app was joining it.
+        if listener is None or self._pid != os.getpid() or not listener.thread.is_alive():
             self._pid = os.getpid()
             listener = self._listener = listener_for(verifier, self.url, self.channel, self.config)
         return listener
