@@ -193,19 +193,20 @@ def tokens_href() -> str:
 
 
 def event_json(event: AuditEvent) -> dict[str, Any]:
-    return schemas.AuditEvent(
-        id=event.id,
-        action=event.action,
-        actor=schemas.AuditActor(type=event.actor_type, label=event.actor_label),
-        environment=event.environment,
-        target_type=event.target_type,
-        target_id=event.target_id,
-        target_label=event.target_label,
-        ip=event.ip,
-        user_agent=event.user_agent,
-        details=event.details or {},
-        created_at=_iso(event.created_at),
-    ).model_dump()
+    """schemas.AuditEvent's fields as a plain dict (no model per row of a list)."""
+    return {
+        "id": event.id,
+        "action": event.action,
+        "actor": {"type": event.actor_type, "label": event.actor_label},
+        "environment": event.environment,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "target_label": event.target_label,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "details": dict(event.details or {}),
+        "created_at": _iso(event.created_at),
+    }
 
 
 def _count(query: sa.Select) -> int:
