@@ -430,7 +430,7 @@ def test_every_action_is_in_the_audit_log_with_who_where_and_how(signed_in, owne
     signed_in.form(PAGE, create_form(), page=PAGE)
     (token,) = live_tokens(db)
     for name, data in [
-        ("rotate", {"grace_period_seconds": "0"}),
+        ("rotate", {"grace_period_seconds": "0", "stop_old_secret": "y"}),
         ("rename", {"name": "renamed"}),
         ("suspend", {}),
         ("resume", {}),

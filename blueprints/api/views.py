@@ -305,6 +305,13 @@ def _expiry(body: schemas.TokenCreate) -> Any:
     return token_service.UNSET  # the default: 90 days, never beyond the calling token's
 
 
+def _new_expiry(body: schemas.TokenRotate) -> Any:
+    """A rotation's new expiry, if it asks for one; UNSET keeps the token's."""
+    if body.expires_in_days is None and "expires_at" not in body.model_fields_set:
+        return token_service.UNSET
+    return _expiry(body)  # type: ignore[arg-type]
+
+
 def _given(body: schemas.TokenCreate, field: str) -> Any:
     """A field as sent (null included); UNSET when absent, so the service's default (never
     wider than the calling token) applies."""
@@ -385,7 +392,9 @@ def rotate_token(token_id: str):
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
     token_service.require_manage(actor, token)
     body = schemas.parse(schemas.TokenRotate, request_data(), strict=is_json())
-    secret = token_service.rotate_token(token, actor, grace_seconds=body.grace_period_seconds)
+    secret = token_service.rotate_token(
+        token, actor, grace_seconds=body.grace_period_seconds, expires_at=_new_expiry(body)
+    )
     db.session.commit()
     return with_secret(token_json(token, secret), 200)
 
