@@ -504,3 +504,6 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(_iso, "iso")
     app.add_template_filter(_exact, "exact")
     app.add_template_filter(_relative, "relative")
+    from blueprints.labels import register_labels
+
+    register_labels(app)  # words for rate limits, durations, audit actions (issue 20)

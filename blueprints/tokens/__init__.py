@@ -160,8 +160,12 @@ def create():
         else:
             db.session.commit()
             return _page(environment, secret=secret, secret_token=token, fragment=is_htmx())
-    # htmx gets the region with the form and its errors; app.js swaps this 400 in.
-    return _page(environment, form=form, status=400, fragment=is_htmx())
+    if is_htmx():
+        # The form alone, in place: a one-time secret panel above it (an earlier create)
+        # must not vanish with a re-rendered region. app.js swaps this 400 in.
+        html = render_template("tokens/_create_form.html", form=form, environment=environment)
+        return html, 400, {"HX-Retarget": "#add-form", "HX-Reswap": "outerHTML"}
+    return _page(environment, form=form, status=400)
 
 
 @bp.get("/<token_id>")
