@@ -123,6 +123,13 @@ document.addEventListener("htmx:afterSettle", () => {
   }
 });
 
+// A whole page that answers with a one-time secret or link (a plain form post, without
+// htmx) puts the focus on it too, unless a field asked for the focus itself.
+document.addEventListener("DOMContentLoaded", () => {
+  const marked = document.querySelector("#main [data-focus]");
+  if (marked && !document.querySelector("[autofocus]")) focusInto(marked);
+});
+
 // Escape closes the menu or disclosure that holds the focus (the Actions menu, the
 // organization switcher, a Revoke… confirmation) and gives focus back to its button.
 document.addEventListener("keydown", (event) => {
