@@ -111,6 +111,10 @@ document.addEventListener("htmx:afterSettle", () => {
   if (!nodes.length) return;
   const priority = nodes.find((n) => n.matches("[data-focus]") || n.querySelector("[data-focus]"))
     || nodes.find((n) => n.matches("[autofocus]") || n.querySelector("[autofocus]"));
+  // An answer that landed elsewhere (the rotate form above the list) closes the menu it came from.
+  document.querySelectorAll("details.menu[open]").forEach((menu) => {
+    if (!nodes.some((n) => menu.contains(n) || n.contains(menu))) menu.open = false;
+  });
   const active = document.activeElement;
   const lost = !active || active === document.body || !active.isConnected;
   if (priority) {

@@ -17,6 +17,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyotp
 import pytest
 from hot_path_support import gunicorn
 from playwright.sync_api import expect
@@ -78,7 +79,7 @@ class Console:
     expired_id: str = ""
     webhook_path: str = ""
     invite_link: str = ""
-    member_path: str = ""
+    two_factor_email: str = ""
     signed_in: list[tuple[str, str]] = field(default_factory=list)  # (screenshot name, path)
     signed_out: list[tuple[str, str]] = field(default_factory=list)
 
@@ -159,6 +160,18 @@ def console(browser, live_server) -> Iterator[Console]:
     page.get_by_role("button", name=re.compile("Engines")).click()
     context.close()
 
+    # Someone with two-factor sign-in on: the code step of sign-in, and recovery codes.
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    console.two_factor_email = sign_up(page, name="Tess Factor", organization="Second")
+    page.goto("/settings/account/two-factor")
+    page.get_by_text("Can't scan it?").click()
+    totp = pyotp.TOTP(page.locator("#totp-secret").inner_text())
+    page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    context.close()
+
     tokens = "/connections/api-tokens"
     console.signed_in = [
         ("tokens-sandbox", f"{tokens}?environment=sandbox"),
@@ -212,9 +225,11 @@ def sideways_overflow(page) -> int:
     )
 
 
-def _check(page, name: str, path: str, layout: str, problems: list[str]) -> None:
-    response = page.goto(path)
-    assert response is not None
+def _check(page, name: str, path: str | None, layout: str, problems: list[str]) -> None:
+    """axe and the sideways check on `path`, or on the page as it is (None)."""
+    if path is not None:
+        assert page.goto(path) is not None
+    path = path or page.url
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(SCREENSHOTS / f"axe-{layout}-{name}.png"), full_page=True)
     for violation in run_axe(page):
@@ -246,13 +261,16 @@ def test_no_serious_axe_violation_on_any_page(browser, live_server, console, lay
             for name, path in paths:
                 _check(page, name, path, layout, problems)
             if not signed_in:
-                # A failed sign-in, with its error.
+                # A failed sign-in, with its error; then the two-factor code step.
                 page.goto("/login")
                 page.get_by_label("Email").fill(console.email)
                 page.get_by_label("Password").fill("not the password")
                 page.get_by_role("button", name="Sign in").click()
-                for violation in run_axe(page):
-                    problems.append(f"/login (failed) [{layout}] {violation['id']}")
+                expect(page.get_by_text("do not match")).to_be_visible()
+                _check(page, "login-failed", None, layout, problems)
+                sign_in(page, console.two_factor_email, PASSWORD)
+                page.wait_for_url("**/login/two-factor")
+                _check(page, "two-factor-sign-in", None, layout, problems)
         finally:
             context.close()
     assert not problems, "\n" + "\n".join(problems)
