@@ -153,3 +153,13 @@ def test_rotate_page_focuses_the_grace_choice(signed_in, org, make_token):
         r'<select id="rotate-grace-[^"]+" name="grace_period_seconds"[^>]*autofocus', html
     )
     assert utcnow()  # the clock the fixtures share
+
+
+def test_the_policy_page_says_the_rate_limit_in_words(signed_in, org, app, make_member):
+    html = html_of(signed_in.get("/settings/policy"))
+    assert "Saved now: 1,000 a minute, bursts of 100 a second." in html
+    viewer = make_member(org, role="viewer")
+    other = app.test_client()
+    other.sign_in(viewer.user.email)
+    html = html_of(other.get("/settings/policy"))
+    assert ">1,000 a minute, bursts of 100 a second</span> per token" in html

@@ -169,3 +169,34 @@ def test_the_environment_switch_shows_its_focus_ring(page, shot):
     )
     assert not clipped
     shot(page, "env-switch-focus")
+
+
+def test_focus_after_suspend_and_after_an_invite(page, shot):
+    sign_up(page, name="Ivy Vite", organization="Invites Inc")
+    page.goto(PAGE)
+    page.get_by_role("link", name="+ Add").first.click()
+    page.locator("#add-form").get_by_label("Name", exact=True).fill("Pausable")
+    page.locator("#add-form").get_by_role("button", name="Create token").click()
+    expect(page.locator("#new-secret")).to_be_visible()
+
+    # Suspend from the Actions menu: the row is swapped and its Actions button has the focus.
+    row = page.locator("tr.token-row", has=page.get_by_role("link", name="Pausable"))
+    row.get_by_label("Actions for Pausable").click()
+    row.get_by_role("button", name="Suspend").click()
+    expect(page.locator("tr.status-inactive")).to_have_count(1)
+    wait_focus(page, "el && el.matches(\"summary[aria-label='Actions for Pausable']\")")
+    expect(page.locator("#announcer")).to_contain_text("Pausable: Suspended")
+
+    # An invite: the focus is on the new link, and the form is back to the default role.
+    page.goto("/settings/members")
+    page.get_by_label("Email").fill("newcomer@example.com")
+    page.get_by_label("Role", exact=True).select_option(label="Admin")
+    page.get_by_role("button", name="Create invite link").click()
+    expect(page.locator("#invite-link")).to_contain_text("/invites/")
+    wait_focus(page, "el && el.matches('#invites .secret-panel')")
+    expect(page.get_by_label("Role", exact=True)).to_have_value("member")
+    expect(page.get_by_label("Email")).to_have_value("")
+    expect(
+        page.get_by_role("button", name="Revoke invite for newcomer@example.com")
+    ).to_be_visible()
+    shot(page, "invited-focus-on-link")
