@@ -163,3 +163,20 @@ def test_the_policy_page_says_the_rate_limit_in_words(signed_in, org, app, make_
     other.sign_in(viewer.user.email)
     html = html_of(other.get("/settings/policy"))
     assert ">1,000 a minute, bursts of 100 a second</span> per token" in html
+
+
+def test_a_revoked_tokens_page_says_when_and_by_whom(signed_in, org, make_token, db):
+    token, _ = make_token(org, name="ci")
+    token_service.revoke_token(token, owner_actor(org))
+    db.session.commit()
+    html = html_of(signed_in.get(f"{PAGE}/{token.id}"))
+    revoked = r"<dt>Revoked</dt><dd><time[^>]*>[^<]*</time> <small class=\"muted\">by "
+    assert re.search(revoked, html)
+
+
+def test_an_expired_tokens_page_offers_renew(signed_in, org, make_token, db):
+    token, _ = make_token(org, name="ci")
+    token.expires_at = utcnow().replace(year=2020)
+    db.session.commit()
+    html = html_of(signed_in.get(f"{PAGE}/{token.id}"))
+    assert ">Renew…</a>" in html and ">Rotate…</a>" not in html
