@@ -113,22 +113,40 @@ class RateLimits:
         if first:
             log.warning("Rate limit storage unreachable: counting in this worker's memory")
 
-    def _count(self, key: str, windows: tuple[Window, ...], amount: int, now: float) -> list[int]:
+    def _count(
+        self,
+        key: str,
+        windows: tuple[Window, ...],
+        amount: int,
+        now: float,
+        namespace: str = "api-limit",
+    ) -> list[int]:
         # Keyed by the amount too, as Flask-Limiter does: a changed limit starts afresh.
         slots = [
-            (f"{key}:{w.amount}", w.seconds, int(now // w.seconds) * w.seconds) for w in windows
+            (f"{namespace}:{key}:{w.amount}", w.seconds, int(now // w.seconds) * w.seconds)
+            for w in windows
         ]
         if self._redis_usable():
             try:
                 pipe = self.redis.pipeline(transaction=False)  # type: ignore[union-attr]
                 for name, seconds, start in slots:
-                    redis_key = f"{self.prefix}:api-limit:{name}:{seconds}:{start}"
+                    redis_key = f"{self.prefix}:{name}:{seconds}:{start}"
                     pipe.incrby(redis_key, amount)
                     pipe.expire(redis_key, seconds + 1)
                 return [int(n) for n in pipe.execute()[0::2]]
             except Exception:  # redis-py's errors (timeouts, refused, reset) vary
                 self._redis_failed()
         return self.memory.add(slots, amount, now)
+
+    def count(
+        self, namespace: str, key: str, window: Window, amount: int = 1, *, now: float
+    ) -> Decision:
+        """Add `amount` (1 a hit, -1 a refund, 0 a look) to one window of a limit we count by
+        hand (the sign-in throttle and the like); the decision after it."""
+        (count,) = self._count(key, (window,), amount, now, namespace)
+        reset = (int(now // window.seconds) + 1) * window.seconds
+        allowed = count <= window.amount
+        return Decision(allowed, window.amount, max(0, window.amount - count), reset)
 
     def hit(self, key: str, limit: str, *, now: float | None = None) -> Decision | None:
         """Count one request of `key` against `limit`; None if the limit is unreadable."""

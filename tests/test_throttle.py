@@ -135,13 +135,12 @@ def test_parallel_guesses_are_counted_before_the_password_is_checked(
 
 
 def _stored_keys() -> list[str]:
-    from extensions import limiter
+    from services.rate_limits import rate_limits
 
-    storage = limiter.limiter.storage
-    backend = storage.storage  # a Counter in memory, the client on Redis
-    if isinstance(backend, dict):
-        return [*backend, *getattr(storage, "events", {})]
-    return [key.decode() for key in backend.scan_iter("*signin-failures*")]
+    limits = rate_limits()
+    if limits.redis is None:
+        return [name for name, _, _ in limits.memory.counts]
+    return [key.decode() for key in limits.redis.scan_iter("*signin-failures*")]
 
 
 def test_failures_are_counted_under_the_deployment_key_prefix(app, client, make_user):
@@ -154,3 +153,15 @@ def test_failures_are_counted_under_the_deployment_key_prefix(app, client, make_
     (prefix,) = limit_key()
     keys = [key for key in _stored_keys() if email in key]
     assert keys and all(f"{prefix}/signin-failures/email/{email}" in key for key in keys)
+
+
+def test_counting_in_memory_starts_no_thread(app, client, make_user):
+    """The `limits` in-memory storage ran an expiry thread that logged KeyError tracebacks
+    under load (issue 16); our counters prune as windows pass, on the caller's thread."""
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    for i in range(5):
+        _fail(client, f"nobody-{i}@example.com", ip=f"10.6.6.{i}")
+    started = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert [name for name in started if "usage" not in name] == []
