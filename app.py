@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, abort, current_app, request
 
 import cli
-from blueprints import origin
+from blueprints import last_resort, origin
 from config import Config
 from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate, redis_options
 from services.log_redaction import RedactSecrets
@@ -62,6 +62,9 @@ def create_app(
     for logger in (logging.getLogger("werkzeug"), app.logger):
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
+    # Last: a dead database connection at teardown, or anything else that escapes Flask's
+    # handlers, is our JSON or HTML answer, never gunicorn's bare page (issue 16).
+    last_resort.init_app(app)
     return app
 
 
