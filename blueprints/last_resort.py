@@ -20,19 +20,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 
 from extensions import db
 
 log = logging.getLogger(__name__)
 
 DATABASE_ERRORS = (OperationalError, InterfaceError)
+_RECONNECT_PENDING = (
+    "8s2b"  # SQLAlchemy's "Can't reconnect until invalid transaction is rolled back"
+)
 
 
 def is_database_outage(error: BaseException | None) -> bool:
     """The database is gone or ended the connection (not a refused value, not our bug)."""
     if isinstance(error, DATABASE_ERRORS):
         return True
+    if isinstance(error, PendingRollbackError) and error.code == _RECONNECT_PENDING:
+        return True  # a statement after the connection died (its error handled elsewhere)
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
