@@ -300,8 +300,9 @@ class RedisVersion:
     def bump(self) -> None:
         try:
             self.client.incr(self.key)
-        except Exception:  # the cache lifetime still bounds staleness
-            log.warning("Could not announce a token change through Redis", exc_info=True)
+        except Exception as error:  # the cache lifetime still bounds staleness
+            # One line, no traceback: an outage of Redis is expected, not a bug (issue 16).
+            log.warning("Could not announce a token change through Redis: %s", _name(error))
 
     def changed_elsewhere(self, now: float) -> bool:
         """True when the counter moved since the last check (checked at most every N s)."""
@@ -313,10 +314,10 @@ class RedisVersion:
             self._next_check = now + self.check_seconds
             try:
                 value = self.client.get(self.key)
-            except Exception:
+            except Exception as error:
                 # Ask again later, not on every request; meanwhile the lifetime bounds staleness.
                 self._next_check = now + 5.0
-                log.warning("Could not read the token-change counter from Redis", exc_info=True)
+                log.warning("Could not read the token-change counter from Redis: %s", _name(error))
                 return False
             # The first look only learns the value: this worker's cache started after it.
             changed = self._seen is not _NEVER and value != self._seen
@@ -390,6 +391,10 @@ class Verifier:
         self.forget_access(organization_ids)
         if self.version is not None:
             self.version.bump()
+
+
+def _name(error: Exception) -> str:
+    return type(error).__name__
 
 
 def verifier(app: Flask | None = None) -> Verifier:

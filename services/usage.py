@@ -111,8 +111,8 @@ def _flush_periodically(app_ref: weakref.ref[Flask], buffer: UsageBuffer) -> Non
         try:
             with app.app_context():
                 flush()
-        except Exception:
-            log.warning("Could not write token usage; will retry", exc_info=True)
+        except Exception as error:  # the database is down: one line, no traceback, retried
+            log.warning("Could not write token usage; will retry: %s", type(error).__name__)
         del app
 
 
@@ -279,8 +279,8 @@ def _flush_at_exit() -> None:
         try:
             with app.app_context():
                 flush()
-        except Exception:
-            log.warning("Could not write token usage at exit", exc_info=True)
+        except Exception as error:
+            log.warning("Could not write token usage at exit: %s", type(error).__name__)
 
 
 def init_app(app: Flask) -> None:
