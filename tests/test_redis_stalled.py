@@ -80,7 +80,6 @@ def test_failed_sign_ins_from_many_threads_answer_while_redis_never_replies(
     from concurrent.futures import ThreadPoolExecutor
 
     make_org(owner=make_user("ada@example.com"))
-    app.test_client_class = None
 
     def fail(i: int) -> int:
         client = app.test_client()

@@ -88,8 +88,7 @@ def response_for(error: Exception):
     if isinstance(error, DataError):  # the database refused a value the client sent
         current_app.logger.warning("Database refused a value: %s", type(error.orig).__name__)
         return api_error("validation_error", 400, "A value in the request cannot be stored.")
-    if is_database_outage(error):
-        current_app.logger.error("Database unavailable: %s", type(error).__name__)
+    if is_database_outage(error):  # logged once, by the app's handler (blueprints/web.py)
         return api_error("unavailable", 503, _HTTP_MESSAGES[503], headers={"Retry-After": "5"})
     current_app.logger.exception("Unhandled API error")
     return api_error("internal_error", 500, _HTTP_MESSAGES[500])
