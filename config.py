@@ -96,6 +96,8 @@ class Config:
         self.LOGIN_THROTTLE_EMAIL = env.get("LOGIN_THROTTLE_EMAIL", "100 per hour")
         # Accounts (each with its own organization) made by sign-up from one address.
         self.SIGNUP_THROTTLE = env.get("SIGNUP_THROTTLE", "5 per hour")
+        # Organizations one person may start from the console (New organization).
+        self.MAX_OWNED_ORGANIZATIONS = int(env.get("MAX_OWNED_ORGANIZATIONS", "10"))
         # Test events and redeliveries an organization asks for (services/throttle.py).
         self.WEBHOOK_SEND_LIMIT = env.get("WEBHOOK_SEND_LIMIT", "10 per minute")
         self.MAX_CONTENT_LENGTH = 1024 * 1024

@@ -180,6 +180,13 @@ def confirm_access():
         if name not in SUDO_FIELDS
         for value in values
     ]
+    if not any(name == "organization_id" for name, _ in fields):
+        # The page this came from was made for the current organization (htmx said so in a
+        # header): the confirmation says it in a field, so a switch in another tab before
+        # it is answered is refused (refuse_stale_organization), not made elsewhere.
+        membership = current_membership()
+        if membership is not None:
+            fields.append(("organization_id", str(membership.organization_id)))
     context = {"fields": fields, "action": request.full_path.rstrip("?"), "error": error,
                "needs_code": needs_code}  # fmt: skip
     if is_htmx():  # the confirmation takes the page; its form is a plain post

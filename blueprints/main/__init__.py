@@ -82,6 +82,7 @@ def new_organization():
                 default_rate_limit=current_app.config["RATE_LIMIT_DEFAULT"],
                 ip=client_ip(),
                 user_agent=request.user_agent.string,
+                max_owned=current_app.config["MAX_OWNED_ORGANIZATIONS"],
             )
         except ValidationFailed as exc:
             db.session.rollback()
