@@ -59,7 +59,8 @@ def limit_key(*parts: str) -> list[str]:
 
 class CountedLimits:
     """hit / refund / window stats of the limits we count by hand (the sign-in throttle, the
-    API's ip_denied audit bound), on the app's own counters (services/rate_limits.py).
+    API's ip_denied audit bound), on the app's own counters (services/rate_limits.py), in
+    windows that start at their first hit, as Flask-Limiter's fixed window did.
 
     Redis when the limiter's storage is Redis (one round trip, REDIS_TIMEOUT_SECONDS), else a
     dictionary in this worker's memory; while Redis is slow or gone, that memory, switched to
@@ -76,10 +77,10 @@ class CountedLimits:
         """Count one hit; the decision (allowed, remaining, reset) after it."""
         return self._count(item, identifiers, 1, now)
 
-    def refund(self, item: RateLimitItem, *identifiers: str, now: float | None = None) -> bool:
-        """Give one hit back to the window of `now` (the hit's time, so a refund never takes
-        from the window after it), never below zero."""
-        self._count(item, identifiers, -1, now)
+    def refund(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Give one hit back while its window runs, never below zero (a window that ended
+        meanwhile is not touched, and no new one starts)."""
+        self._count(item, identifiers, -1, None)
         return True
 
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:

@@ -21,7 +21,6 @@ An attempt answered 503 (the database is down: no password was judged) is given 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from flask import current_app, g, has_app_context
@@ -38,7 +37,6 @@ class Attempt:
 
     counted: list[tuple[RateLimitItem, list[str]]] = field(default_factory=list)
     retry_after: int | None = None
-    at: float = field(default_factory=time.time)  # the window its hits went to
 
     def __post_init__(self) -> None:
         if has_app_context():  # what a 503 of this request gives back
@@ -47,7 +45,7 @@ class Attempt:
     def count(self, item: RateLimitItem, key: list[str]) -> bool:
         """Count one hit against `item`; False (and `retry_after` set) when it is full."""
         self.counted.append((item, key))
-        decision = counted_limits.decide(item, *key, now=self.at)
+        decision = counted_limits.decide(item, *key)
         if not decision.allowed:
             self.retry_after = decision.retry_after
         return decision.allowed
@@ -100,7 +98,7 @@ def succeeded(attempt: Attempt) -> None:
     made nothing (only accounts made count)."""
     counted, attempt.counted = attempt.counted, []  # given back once, however often called
     for item, key in counted:
-        counted_limits.refund(item, *key, now=attempt.at)
+        counted_limits.refund(item, *key)
 
 
 def refund_unanswered() -> None:

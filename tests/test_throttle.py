@@ -2,6 +2,7 @@
 TEST_REDIS_URL is set. The rule is in docs/security.md: per email and address pair, per
 address, and a looser per email that a browser which signed in before is not held back by."""
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -139,7 +140,7 @@ def _stored_keys() -> list[str]:
 
     limits = rate_limits()
     if limits.redis is None:
-        return [name for name, _, _ in limits.memory.counts]
+        return list(limits.first_hit_memory.counts)
     return [key.decode() for key in limits.redis.scan_iter("*signin-failures*")]
 
 
@@ -165,3 +166,21 @@ def test_counting_in_memory_starts_no_thread(app, client, make_user):
         _fail(client, f"nobody-{i}@example.com", ip=f"10.6.6.{i}")
     started = [t.name for t in threading.enumerate() if t.ident not in before]
     assert [name for name in started if "usage" not in name] == []
+
+
+def test_a_window_starts_at_the_first_failure_not_at_the_clock(app):
+    """Windows aligned to the clock would let ten guesses at 14:29:59 be followed by ten
+    more at 14:30:00; the window of a counted limit runs from its first hit."""
+    from limits import parse
+
+    from extensions import counted_limits
+
+    item = parse("10 per 15 minutes")
+    key = ("window-test", uuid.uuid4().hex)
+    boundary = (int(time.time() // 900) + 1) * 900  # the next quarter hour of the clock
+    assert all(counted_limits.hit(item, *key, now=boundary - 1) for _ in range(10))
+    assert not counted_limits.hit(item, *key, now=boundary + 1)
+    # A refund gives one back, and never goes below zero.
+    for _ in range(20):
+        counted_limits.refund(item, *key)
+    assert counted_limits.get_window_stats(item, *key).remaining == 10
