@@ -4,10 +4,10 @@ The API's authentication calls `record_use(token, ip)` after a token is verified
 worker keeps the counts in memory and writes them at most once a minute, always from a
 thread of its own, never a request's (its timer, every interval, so a token that goes quiet
 is still written within the minute; woken early by the first request after the interval;
-and when the process exits), in one transaction of its own:
-an upsert into `token_usage` that adds to the day's count, and `last_used_at` /
-`last_used_ip` on the token only where this worker's time is newer. Several workers
-and hosts add up correctly, since each flush adds its own counts.
+and when the process exits), in one transaction of its own and two statements, however many
+tokens it holds: an upsert into `token_usage` that adds to the day's count, and
+`last_used_at` / `last_used_ip` on the token only where this worker's time is newer. Several
+workers and hosts add up correctly, since each flush adds its own counts.
 """
 
 from __future__ import annotations
