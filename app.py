@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, abort, current_app, request
 
 import cli
-from blueprints import health, origin
+from blueprints import health, last_resort, origin
 from config import Config
 from extensions import (
     configure_sqlite,
@@ -66,11 +66,14 @@ def create_app(
     cli.init_app(app)
     token_cache.init_app(app)
     usage.init_app(app)
-    health.init_app(app)  # outermost: a load balancer's probe passes through nothing else
+    health.init_app(app)  # before Flask: a probe passes through nothing but last_resort
     # Secrets in a URL (tokens, invite and reset links) never reach a log line.
     for logger in (logging.getLogger("werkzeug"), app.logger):
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
+    # Last: a dead database connection at teardown, or anything else that escapes Flask's
+    # handlers, is our JSON or HTML answer, never gunicorn's bare page (issue 16).
+    last_resort.init_app(app)
     return app
 
 

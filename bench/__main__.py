@@ -5,6 +5,7 @@
    requests per second. Against the floor, a bare Flask view: bench/floor.py.
 2. services.tokens.verify() at 100,000 tokens against 100 (the database look-up, uncached).
 3. SQL statements of the token page and the list API with 500 tokens against 5.
+4. The usage flush of 50,000 distinct tokens (bench/usage_flush.py), against 200 ms.
 
 Every figure runs on SQLite, the embedded default (1 worker, no Redis), and again on
 PostgreSQL + Redis (2 workers) when TEST_DATABASE_URL/DATABASE_URL point at PostgreSQL and
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from bench import floor  # noqa: E402
+from bench import floor, usage_flush  # noqa: E402
 from extensions import db  # noqa: E402
 from models import ApiToken, Membership, utcnow  # noqa: E402
 from services import accounts, tokens  # noqa: E402
@@ -525,6 +526,7 @@ def bench(setup: Setup) -> None:
     )  # fmt: skip
     bench_verification(setup)
     bench_statements(setup)
+    usage_flush.run(setup, fresh_app, seed, report, dispose)
 
 
 def main() -> int:

@@ -26,9 +26,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from blueprints import server_session
+from blueprints.last_resort import is_database_outage
 from extensions import db, login_manager
 from models import ROLE_RANK, Membership, Organization, User, utcnow
-from services import accounts
+from services import accounts, throttle
 from services import sessions as session_service
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
@@ -370,6 +371,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
+        # An error after the view (saving the session, an after_request hook) comes as a 500
+        # wrapping what happened: a database outage there is a 503 like anywhere else.
+        original = getattr(error, "original_exception", None)
+        if original is not None and is_database_outage(original):
+            return database_unavailable(original)
         if _wants_json():
             return _api_error(error)
         code = error.code or 500
@@ -401,6 +407,7 @@ def init_app(app: Flask) -> None:
         app.logger.error(
             "Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__
         )
+        throttle.refund_unanswered()  # no password was judged: the attempt does not count
         if _wants_json():
             _forget_session_state()
             return _api_error(error)
@@ -408,6 +415,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
+        if is_database_outage(error):  # e.g. a connection ended mid-statement
+            return database_unavailable(error)
         app.logger.exception("Unhandled error on %s %s", request.method, request.path)
         db.session.rollback()
         if _wants_json():
@@ -419,9 +428,21 @@ def init_app(app: Flask) -> None:
         )
 
 
+# A commit that fails may have reached the database (SPEC §4 is a promise only the API's
+# Idempotency-Key keeps): the page never claims nothing was changed.
 _DATABASE_DOWN = (
-    "Keysmith cannot reach its database just now. Nothing was changed; try again in a moment."
+    "Keysmith cannot reach its database just now. What you asked for may not have been "
+    "saved: reload the page in a moment to see, then try again if needed."
 )
+
+
+def commit_then(answer):
+    """Commit, then return `answer`, made before the commit from what was written (a page
+    with a new secret): nothing after the commit may fail it (issue 16). A failed commit
+    raises, and the answer is the 503, with nothing stored."""
+    db.session.commit()
+    g.answer_committed = True  # the session's save may not turn this answer into an error
+    return answer
 
 
 def _error_page(title: str, message: str, status: int, headers: dict | None = None):

@@ -315,8 +315,8 @@ class ChangeCounter:
                 os.pwrite(fd, secrets.token_hex(16).encode(), 0)  # a new value, always
             finally:
                 os.close(fd)
-        except OSError:  # the cache lifetime still bounds staleness
-            log.warning("Could not note a token change in %s", self.path, exc_info=True)
+        except OSError as error:  # the cache lifetime still bounds staleness
+            log.warning("Could not note a token change in %s: %s", self.path, _name(error))
 
     def changed_elsewhere(self, now: float) -> bool:
         """True when the file changed since the last look (looked at most every N s)."""
@@ -331,8 +331,8 @@ class ChangeCounter:
                     value: bytes | None = file.read(64)
             except FileNotFoundError:
                 value = None  # nothing changed since the file's directory was made
-            except OSError:
-                log.warning("Could not read token changes from %s", self.path, exc_info=True)
+            except OSError as error:
+                log.warning("Could not read token changes from %s: %s", self.path, _name(error))
                 return False
             # The first look only learns the value: this worker's cache started after it.
             changed = self._seen is not _NEVER and value != self._seen
@@ -382,13 +382,14 @@ class Listener:
         while len(self.verifiers):
             try:
                 self._listen(reconnecting=warned)
-            except Exception:  # redis-py's errors (refused, timeouts, reset) vary
+            except Exception as error:  # redis-py's errors (refused, timeouts, reset) vary
                 self.healthy_until = 0.0
                 if not warned:
+                    # One line, no traceback: an outage of Redis is expected (issue 16).
                     log.warning(
-                        "Token change notices unreachable on Redis: workers check the change"
-                        " counter instead, and retry",
-                        exc_info=True,
+                        "Token change notices unreachable on Redis (%s): workers check the"
+                        " change counter instead, and retry",
+                        _name(error),
                     )
                     warned = True
                 time.sleep(backoff)
@@ -494,8 +495,8 @@ class Notices:
     def publish(self, kind: str, names: Any) -> None:
         try:
             self.client.publish(self.channel, f"{kind} {' '.join(map(str, names))}")
-        except Exception:  # the counter, then the cache lifetime, still bound staleness
-            log.warning("Could not announce a token change through Redis", exc_info=True)
+        except Exception as error:  # the counter, then the cache lifetime, bound staleness
+            log.warning("Could not announce a token change through Redis: %s", _name(error))
 
 
 class Verifier:
@@ -578,6 +579,10 @@ class Verifier:
         self.counter.bump()
         if self.notices is not None:
             self.notices.publish(kind, names)
+
+
+def _name(error: Exception) -> str:
+    return type(error).__name__
 
 
 def verifier(app: Flask | None = None) -> Verifier:

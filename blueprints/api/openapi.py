@@ -122,6 +122,16 @@ WEBHOOK_ID = {
     "schema": {"type": "string"},
     "description": "The endpoint's public id (we_...).",
 }
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Any unique string (a UUID): a retry with the same key and body within 24 "
+    "hours gets the first answer again, secret included; another body is 400 "
+    "idempotency_mismatch, a retry while the first is still running may be 409 "
+    "idempotency_in_progress.",
+}
 WEBHOOKS_NOTE = " Needs an admin-role token (all scopes) of an owner or admin."
 
 
@@ -168,6 +178,7 @@ def _paths() -> dict[str, Any]:
                     **_errors(*AUTHENTICATED, *WITH_BODY),
                 },
                 requestBody=_body(schemas.TokenCreate),
+                parameters=[IDEMPOTENCY_KEY],
             ),
             "delete": _operation(
                 "Revoke the live token with this name.",
@@ -211,6 +222,7 @@ def _paths() -> dict[str, Any]:
                     **_errors(*ONE_TOKEN, *WITH_BODY),
                 },
                 requestBody=_body(schemas.TokenRotate, required=False),
+                parameters=[IDEMPOTENCY_KEY],
             ),
         },
         "/audit_events": {

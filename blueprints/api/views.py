@@ -16,6 +16,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.api import bp, schemas
 from blueprints.api.auth import current_api_actor, presented_secret
+from blueprints.api.idempotency import commit_answer, idempotent
 from extensions import db
 from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcnow
 from models.token import status_of
@@ -319,6 +320,7 @@ def _given(body: schemas.TokenCreate, field: str) -> Any:
 
 
 @bp.post("/api_tokens")
+@idempotent
 def create_token():
     actor = current_api_actor()
     token_service.require_may_create(actor)  # permission first: no policy in messages
@@ -340,10 +342,9 @@ def create_token():
         allowed_ips=_given(body, "allowed_ips"),
         rate_limit=_given(body, "rate_limit"),
     )
-    db.session.commit()
     response = with_secret(token_json(token, secret), 201)
     response.headers["Location"] = url_for("api.get_token", token_id=token.id, _external=True)
-    return response
+    return commit_answer(response)  # made before the commit: nothing after it can fail it
 
 
 @bp.route("/api_tokens/<token_id>", methods=["PUT", "PATCH"])
@@ -387,6 +388,7 @@ def revoke_token_by_name():
 
 
 @bp.post("/api_tokens/<token_id>/rotate")
+@idempotent
 def rotate_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
@@ -395,8 +397,7 @@ def rotate_token(token_id: str):
     secret = token_service.rotate_token(
         token, actor, grace_seconds=body.grace_period_seconds, expires_at=_new_expiry(body)
     )
-    db.session.commit()
-    return with_secret(token_json(token, secret), 200)
+    return commit_answer(with_secret(token_json(token, secret), 200))
 
 
 @bp.get("/audit_events")

@@ -24,6 +24,7 @@ from blueprints.tokens.forms import (
 )
 from blueprints.web import (
     client_ip,
+    commit_then,
     confirm_access,
     current_actor,
     current_org,
@@ -157,9 +158,9 @@ def create():
                 raise
             db.session.rollback()
             _show_errors(form, error)
-        else:
-            db.session.commit()
-            return _page(environment, secret=secret, secret_token=token, fragment=is_htmx())
+        else:  # the page with the secret is made before the commit, which nothing can fail after
+            page = _page(environment, secret=secret, secret_token=token, fragment=is_htmx())
+            return commit_then(page)
     if is_htmx():
         # The form alone, in place: a one-time secret panel above it (an earlier create)
         # must not vanish with a re-rendered region. app.js swaps this 400 in.
@@ -404,7 +405,7 @@ def _act(
         message = next(iter(error.details.values()), error.message)
         row_error = {"token_id": token.id, "action": action, "message": message, "value": typed}
         return _row_or_page(token, status=400, row_error=row_error)
-    db.session.commit()
+    # The answer (a rotated secret, maybe) is made before the commit, from what was written.
     secret = result if isinstance(result, str) else None
     response = _row_or_page(token, secret=secret, notice=NOTICES[action].format(name=token.name))
     if action == "revoke" and is_htmx():  # the row stays in place; the count moves beside it
@@ -413,8 +414,8 @@ def _act(
         html += render_template(
             "tokens/_live_count.html", live_count=count, environment=token.environment, oob=True
         )
-        return html, status
-    return response
+        response = html, status
+    return commit_then(response)
 
 
 # ---------------------------------------------------------------- rendering
