@@ -324,7 +324,7 @@ def _nullable(schema):
     [
         ("TokenCreate", {"expires_at", "allowed_ips", "rate_limit"}),
         ("TokenUpdate", {"expires_at", "allowed_ips", "rate_limit", "scopes"}),
-        ("TokenRotate", set()),
+        ("TokenRotate", {"expires_at"}),
         ("WebhookCreate", set()),
         ("WebhookUpdate", set()),
     ],

@@ -58,6 +58,11 @@ ERRORS = {
     "403": ("Forbidden", "insufficient_scope or ip_not_allowed."),
     "404": ("NotFound", "not_found: no such thing in the token's organization and environment."),
     "405": ("MethodNotAllowed", "method_not_allowed."),
+    "409": (
+        "Conflict",
+        "idempotency_in_progress: a retry with this Idempotency-Key while the first request "
+        "is still being answered; retry shortly.",
+    ),
     "413": ("PayloadTooLarge", "The body is larger than 1 MiB."),
     "415": ("UnsupportedMediaType", "Send JSON or a form (urlencoded or multipart)."),
     "429": ("RateLimited", "rate_limited; wait for the seconds in Retry-After."),
@@ -262,8 +267,10 @@ IDEMPOTENCY_KEY = {
     "description": "1 to 255 printable ASCII characters of your choosing (a random UUID, "
     "say) that make a retry safe: the same "
     "key with the same body within 24 hours gets the first answer again, secret included; "
-    "the same key with another body is 400 idempotency_mismatch.",
+    "the same key with another body is 400 idempotency_mismatch, and a retry while the first "
+    "is still running may be 409 idempotency_in_progress.",
 }
+IDEMPOTENT = ("409",)  # what an Idempotency-Key adds to an operation's answers
 
 
 def _links(op_id: str, parameter: str, targets: dict[str, str]) -> dict[str, Any]:
@@ -344,7 +351,7 @@ def _paths() -> dict[str, Any]:
                         schemas.TokenWithSecret,
                         _links("createToken", "token_id", TOKEN_LINKS),
                     ),
-                    **_errors(*AUTHENTICATED, *WITH_BODY),
+                    **_errors(*AUTHENTICATED, *WITH_BODY, *IDEMPOTENT),
                 },
                 tag="tokens",
                 parameters=[IDEMPOTENCY_KEY],
@@ -394,7 +401,7 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "A new secret for the token; the old one works for the grace period.",
                 "rotateToken",
-                {"200": rotated, **_errors(*ONE_TOKEN, *WITH_BODY)},
+                {"200": rotated, **_errors(*ONE_TOKEN, *WITH_BODY, *IDEMPOTENT)},
                 tag="tokens",
                 parameters=[IDEMPOTENCY_KEY],
                 requestBody=_body(schemas.TokenRotate, required=False),

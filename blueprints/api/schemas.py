@@ -293,6 +293,10 @@ class TokenUpdate(_Input):
 
 
 class TokenRotate(_Input):
+    """A new secret; optionally a new expiry too (GitHub's "regenerate"). An expired token
+    can only be rotated with a new expiry, and then without a grace period."""
+
+    model_config = TokenCreate.model_config  # at most one of the two expiry fields
     grace_period_seconds: int = Field(
         default=0,
         ge=0,
@@ -300,6 +304,12 @@ class TokenRotate(_Input):
         description="How long the old secret keeps working (0 to 604800 seconds); "
         "default 0: it stops at once.",
     )
+    expires_at: ExpiresAt = None
+    expires_in_days: ExpiresInDays = None  # type: ignore[assignment]  (absent, never null)
+
+    @classmethod
+    def conflicts(cls, data: dict[str, Any]) -> dict[str, str]:
+        return TokenCreate.conflicts(data)
 
 
 class TokenListQuery(_Input):
