@@ -207,3 +207,39 @@ def test_concurrent_retries_with_one_key_make_exactly_one_token(app, db, caller)
     for a in answers:
         if a.status_code == 409:
             assert error_code(a) == "idempotency_in_progress"
+
+
+def test_a_replay_hands_out_no_secret_to_a_caller_who_lost_the_power(
+    client, db, org, caller, make_token
+):
+    """A writer token created a child with a key; an admin then demoted it to viewer (as an
+    answer to a leak, instead of revoking it). Its retry must get the refusal a new request
+    gets, not the child's secret (SPEC §2: never more than it may do now)."""
+    _, admin_secret = caller
+    writer, writer_secret = make_token(org, name="ci-writer", role="writer", expires_in_days=30)
+    first = _create(client, writer_secret, "deploy-1", {"name": "child", "role": "writer"})
+    assert first.status_code == 201
+    demoted = client.patch(
+        f"{API}/api_tokens/{writer.id}", json={"role": "viewer"}, headers=bearer(admin_secret)
+    )
+    assert demoted.status_code == 200
+    again = _create(client, writer_secret, "deploy-1", {"name": "child", "role": "writer"})
+    assert again.status_code == 403 and error_code(again) == "insufficient_scope"
+    assert "token" not in again.get_json() and first.get_json()["token"] not in again.text
+
+
+def test_a_rotate_replay_is_refused_once_the_target_is_above_the_caller(
+    client, db, org, caller, make_token
+):
+    _, admin_secret = caller
+    writer, writer_secret = make_token(org, name="ci-writer", role="writer", expires_in_days=30)
+    target, _ = make_token(org, name="target", role="writer", expires_in_days=20)
+    headers = {**bearer(writer_secret), "Idempotency-Key": "rot-1"}
+    rotate = f"{API}/api_tokens/{target.id}/rotate"
+    assert client.post(rotate, json={}, headers=headers).status_code == 200
+    raised = client.patch(
+        f"{API}/api_tokens/{target.id}", json={"role": "admin"}, headers=bearer(admin_secret)
+    )
+    assert raised.status_code == 200
+    again = client.post(rotate, json={}, headers=headers)
+    assert again.status_code in (403, 404) and "token" not in again.get_json()

@@ -54,6 +54,30 @@ def _replay(answer: idempotency.Answer) -> Response:
     return response
 
 
+def may_see_again(actor, token_id: str | None) -> None:
+    """A stored answer hands out a secret again: only to a caller who may still manage that
+    token now, in every dimension of the ceiling (SPEC §2). A writer token demoted to viewer
+    after its create, or narrowed below the token it rotated, gets the refusal a new request
+    would get, never the secret. Raises DomainError (403/404) otherwise."""
+    from services import tokens as token_service
+
+    token_service.require_may_create(actor)
+    if token_id is None:  # a stored refusal: it hands out nothing
+        return
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    token_service.require_manage(actor, token)
+    token_service.check_within_caller(actor, token)
+
+
+def _token_of(answer: idempotency.Answer) -> str | None:
+    if not 200 <= answer.status < 300:
+        return None
+    try:
+        return str(json.loads(answer.body)["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def idempotent(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
@@ -65,6 +89,11 @@ def idempotent(view):
         scope = idempotency.scope_for(actor.organization.id, actor.token.id, key, fingerprint())
         found = idempotency.claim(scope)
         if isinstance(found, idempotency.Answer):
+            try:
+                may_see_again(actor, _token_of(found))
+            except DomainError as error:
+                db.session.rollback()
+                return response_for(error)
             return _replay(found)
         g.idempotency_claim = (found, scope)
         try:

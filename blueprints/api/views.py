@@ -87,6 +87,11 @@ def request_data(*, allow_list: bool = False, forms: bool = True) -> Any:
             raise ValidationFailed(
                 "The body is not valid JSON.", details={"body": "Malformed JSON."}
             ) from None
+        if _depth(data) > MAX_JSON_DEPTH:
+            raise ValidationFailed(
+                "The body nests too deeply.",
+                details={"body": f"Nest at most {MAX_JSON_DEPTH} levels of objects and lists."},
+            )
         if isinstance(data, list) and allow_list:
             return data
         if not isinstance(data, dict):
@@ -98,6 +103,26 @@ def request_data(*, allow_list: bool = False, forms: bool = True) -> Any:
     if not request.mimetype and not request.content_length and not request.get_data():
         return {}
     raise UnsupportedMediaType()
+
+
+# No body of this API nests more than a few levels; anything deeper is refused before any
+# recursive walk of it (a 600-deep list once made a RecursionError, a 500 and a 3,000-line
+# traceback per request).
+MAX_JSON_DEPTH = 16
+
+
+def _depth(data: Any) -> int:
+    """How deeply `data` nests, counted without recursion (stops once past the limit)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 # Endpoints that take no token, or that only read: a previous secret may call them.
