@@ -81,8 +81,28 @@ def test_415_on_update_of_a_real_token(client, secret, make_org):
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b'{"name": }', b"\xff\xfe", b"[" * 100_000, b'["a list"]', b'"text"', b"null"],
-    ids=["truncated", "bad-value", "not-utf8", "deeply-nested", "list", "string", "null"],
+    [
+        b"{",
+        b'{"name": }',
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b'["a list"]',
+        b'"text"',
+        b"null",
+        b'{"name":' + b"[" * 600 + b"]" * 600 + b"}",
+        b'{"scopes":' + b"[" * 17 + b"]" * 17 + b"}",
+    ],
+    ids=[
+        "truncated",
+        "bad-value",
+        "not-utf8",
+        "deeply-nested",
+        "list",
+        "string",
+        "null",
+        "nested-600-valid-json",
+        "nested-past-the-limit",
+    ],  # fmt: skip
 )
 def test_malformed_json_is_400_validation_error(client, secret, raw):
     response = client.post(
