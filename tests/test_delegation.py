@@ -696,3 +696,23 @@ def test_nothing_a_person_may_do_today_is_lost(client, db, team, make_token):
     token_service.revoke_token(own, member)
     db.session.commit()
     assert (own.status, owners.rate_limit) == ("revoked", "1/minute")
+
+
+@pytest.mark.parametrize(
+    ("own", "organization", "effective"),
+    [
+        ("50/minute", "1000/minute;100/second", "50/minute"),
+        ("50/minute", "1000/minute;10/second", "50/minute;10/second"),
+        ("5000/minute", "1000/minute;100/second", "1000/minute;100/second"),
+        (None, "1000/minute;100/second", "1000/minute;100/second"),
+    ],
+)
+def test_a_lowered_policy_never_raises_a_tokens_own_narrower_limit(
+    app, own, organization, effective
+):
+    """Attack review: a token limited to 50 a minute, under a policy whose burst was lowered
+    to 10 a second, got the policy's 1000 a minute. Both bind now."""
+    with app.app_context():
+        assert policy.token_rate_limit(own, organization) == effective
+        assert policy.rate_limit_within(effective, own or organization)
+        assert policy.rate_limit_within(effective, organization)
