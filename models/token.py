@@ -15,6 +15,13 @@ ENV_TAGS = {"sandbox": "sbx", "production": "prod"}
 TOKEN_ROLES = ("admin", "writer", "viewer")  # highest first
 TOKEN_ROLE_RANK = {role: len(TOKEN_ROLES) - i for i, role in enumerate(TOKEN_ROLES)}
 TOKEN_TYPES = ("generic", "onboarding", "ci", "integration")
+# The token page's sort keys and their columns (migration 0007 indexes each).
+LIST_SORT_COLUMNS = (
+    ("name", "name"),
+    ("created", "created_at"),
+    ("last_used", "last_used_at"),
+    ("expires", "expires_at"),
+)
 SCOPES = ("tokens:read", "tokens:write", "audit:read", "members:read")
 ROLE_SCOPES = {
     "viewer": frozenset({"tokens:read", "audit:read", "members:read"}),
@@ -72,6 +79,51 @@ class ApiToken(TokenState, Base):
             postgresql_where=sa.text("revoked_at IS NULL"),
         ),
         sa.Index("ix_api_tokens_org_env_created", "organization_id", "environment", "created_at"),
+        # The token page's keyset order (services/token_list.py, migration 0007): each group
+        # (live by role, then revoked) read in the order of each sort column.
+        *(
+            sa.Index(
+                f"ix_api_tokens_live_{key}",
+                "organization_id",
+                "environment",
+                "role",
+                column,
+                "id",
+                sqlite_where=sa.text("revoked_at IS NULL"),
+                postgresql_where=sa.text("revoked_at IS NULL"),
+            )
+            for key, column in LIST_SORT_COLUMNS
+        ),
+        *(
+            sa.Index(
+                f"ix_api_tokens_revoked_{key}",
+                "organization_id",
+                "environment",
+                column,
+                "id",
+                sqlite_where=sa.text("revoked_at IS NOT NULL"),
+                postgresql_where=sa.text("revoked_at IS NOT NULL"),
+            )
+            for key, column in LIST_SORT_COLUMNS
+        ),
+        # The hygiene chips' counts: expiring soon, and unused, as ranges of live tokens.
+        sa.Index(
+            "ix_api_tokens_live_expiry",
+            "organization_id",
+            "environment",
+            "expires_at",
+            sqlite_where=sa.text("revoked_at IS NULL"),
+            postgresql_where=sa.text("revoked_at IS NULL"),
+        ),
+        sa.Index(
+            "ix_api_tokens_live_usage",
+            "organization_id",
+            "environment",
+            "last_used_at",
+            "created_at",
+            sqlite_where=sa.text("revoked_at IS NULL"),
+            postgresql_where=sa.text("revoked_at IS NULL"),
+        ),
     )
 
     # Public, random, URL-safe; also the look-up key of verification.

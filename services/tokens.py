@@ -218,6 +218,26 @@ def parse_hygiene_filter(value: object) -> str | None:
     return value  # type: ignore[return-value]
 
 
+def search_condition(q: str) -> sa.ColumnElement[bool]:
+    """Name, prefix or creator contains `q` (any case; `%` and `_` literal), or the type does,
+    or `q` is the id. On SQLite, text of 3 characters or more is first looked up in the
+    trigram index (migration 0007) and then checked as before; on PostgreSQL the trigram GIN
+    indexes serve the same LIKEs directly."""
+    contains = sa.or_(
+        ApiToken.name.icontains(q, autoescape=True),
+        ApiToken.prefix.icontains(q, autoescape=True),
+        ApiToken.created_by_label.icontains(q, autoescape=True),
+    )
+    if len(q) >= 3 and db.session.get_bind().dialect.name == "sqlite":
+        phrase = '"' + q.replace('"', '""') + '"'
+        in_index = sa.text(
+            "api_tokens.rowid IN (SELECT rowid FROM api_tokens_fts WHERE api_tokens_fts MATCH :q)"
+        ).bindparams(q=phrase)
+        contains = sa.and_(in_index, contains)
+    types = [t for t in TOKEN_TYPES if q.lower() in t]
+    return sa.or_(contains, ApiToken.type.in_(types), ApiToken.id == q)
+
+
 def search_tokens(
     organization: Organization,
     environment: str,
@@ -227,25 +247,13 @@ def search_tokens(
     now: datetime | None = None,
 ) -> sa.Select:
     """One environment's tokens whose name, prefix, type or creator contains `q` (any case),
-    or whose id is `q`; narrowed to expiring or unused ones if asked. Live first, newest first.
-
-    Everything happens in SQL: the organization/environment index narrows the rows, and the
-    page renders at most PAGE_ROWS of them.
-    """
+    or whose id is `q`; narrowed to expiring or unused ones if asked. Live first, newest first."""
     now = now or utcnow()
     query = sa.select(ApiToken).where(
         ApiToken.organization_id == organization.id, ApiToken.environment == environment
     )
     if q:
-        query = query.where(
-            sa.or_(
-                ApiToken.name.icontains(q, autoescape=True),
-                ApiToken.prefix.icontains(q, autoescape=True),
-                ApiToken.type.icontains(q, autoescape=True),
-                ApiToken.created_by_label.icontains(q, autoescape=True),
-                ApiToken.id == q,
-            )
-        )
+        query = query.where(search_condition(q))
     if hygiene_filter == "expiring":
         query = query.where(expiring_filter(now))
     elif hygiene_filter == "unused":

@@ -177,16 +177,59 @@ def _count(query: sa.Select) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(subquery)) or 0
 
 
-def page_of(query: sa.Select, unfiltered: sa.Select, offset: int, length: int):
-    """One page of `query` with Librato's `query` envelope."""
-    rows = list(db.session.scalars(query.offset(offset).limit(length)))
+def page_of(
+    query: sa.Select,
+    unfiltered: sa.Select,
+    offset: int,
+    length: int,
+    *,
+    after: sa.ColumnElement[bool] | None = None,
+    filtered: bool = True,
+):
+    """One page of `query` with Librato's `query` envelope and `has_more`; `after` is the
+    keyset condition of a `starting_after` cursor (no OFFSET scan however deep)."""
+    if after is not None:
+        if offset:
+            raise ValidationFailed(
+                details={"offset": "Use either offset or starting_after, not both."}
+            )
+        rows = list(db.session.scalars(query.where(after).limit(length + 1)))
+    else:
+        rows = list(db.session.scalars(query.offset(offset).limit(length + 1)))
+    has_more = len(rows) > length
+    rows = rows[:length]
+    found = _count(query)
     envelope = {
-        "found": _count(query),
+        "found": found,
         "length": len(rows),
         "offset": offset,
-        "total": _count(unfiltered),
+        "total": _count(unfiltered) if filtered else found,
+        "has_more": has_more,
     }
     return rows, envelope
+
+
+def with_next_link(payload: dict[str, Any], rows: list[Any]) -> Response:
+    """The list as JSON, with `Link: <…starting_after=last id>; rel="next"` when more follow."""
+    response = jsonify(payload)
+    if payload["query"]["has_more"] and rows:
+        args = request.args.to_dict()
+        args.pop("offset", None)
+        args["starting_after"] = str(rows[-1].id)
+        url = url_for(request.endpoint, _external=True, **args)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return response
+
+
+def _cursor_row(query: sa.Select, model: Any, cursor: object) -> Any:
+    row = db.session.scalar(query.where(model.id == cursor).order_by(None))
+    if row is None:
+        raise ValidationFailed(
+            details={
+                "starting_after": "No such item in this list (it may be another environment's)."
+            }
+        )
+    return row
 
 
 def with_secret(payload: dict[str, Any], status: int) -> Response:
@@ -238,8 +281,22 @@ def list_tokens():
         query = query.where(ApiToken.role == token_service.normalize_role(params.role))
     if params.type is not None:
         query = query.where(ApiToken.type == params.type)
-    rows, envelope = page_of(query, unfiltered, params.offset, params.length)
-    return jsonify({"query": envelope, "api_tokens": [token_json(t) for t in rows]})
+    after = None
+    if params.starting_after is not None:
+        # The list's order is newest first, then id: the rows strictly after the cursor's.
+        mark = _cursor_row(unfiltered, ApiToken, params.starting_after)
+        after = sa.or_(
+            ApiToken.created_at < mark.created_at,
+            sa.and_(ApiToken.created_at == mark.created_at, ApiToken.id > mark.id),
+        )
+    filtered = any(
+        value is not None
+        for value in (params.name, params.active, params.status, params.role, params.type)
+    )
+    rows, envelope = page_of(
+        query, unfiltered, params.offset, params.length, after=after, filtered=filtered
+    )
+    return with_next_link({"query": envelope, "api_tokens": [token_json(t) for t in rows]}, rows)
 
 
 @bp.get("/api_tokens/<token_id>")
@@ -355,8 +412,17 @@ def list_audit_events():
         action=params.action,
         target_id=params.target_id,
     )
-    rows, envelope = page_of(query, unfiltered, params.offset, params.length)
-    return jsonify({"query": envelope, "audit_events": [event_json(e) for e in rows]})
+    after = None
+    if params.starting_after is not None:
+        mark = _cursor_row(unfiltered, AuditEvent, params.starting_after)
+        after = sa.tuple_(AuditEvent.created_at, AuditEvent.id) < sa.tuple_(
+            mark.created_at, mark.id
+        )
+    filtered = params.action is not None or params.target_id is not None
+    rows, envelope = page_of(
+        query, unfiltered, params.offset, params.length, after=after, filtered=filtered
+    )
+    return with_next_link({"query": envelope, "audit_events": [event_json(e) for e in rows]}, rows)
 
 
 @bp.post("/leaks")

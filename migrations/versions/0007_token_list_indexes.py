@@ -1,0 +1,112 @@
+"""The token page at 100,000 tokens (issue 18): keyset-order indexes for each group and sort
+key, range indexes for the hygiene counts, and substring search by trigrams.
+
+Search: on PostgreSQL, `pg_trgm` GIN indexes on lower(name), lower(prefix) and
+lower(created_by_label), which serve the page's `lower(x) LIKE '%q%'` as they are (skipped,
+with the search then scanning, where the extension is not available). On SQLite, an FTS5
+table with the trigram tokenizer over the same three columns, kept current by triggers; the
+search looks candidates up in it, then checks them as before (services.tokens.search_condition).
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+SORT_COLUMNS = (
+    ("name", "name"),
+    ("created", "created_at"),
+    ("last_used", "last_used_at"),
+    ("expires", "expires_at"),
+)
+SEARCHED = ("name", "prefix", "created_by_label")
+LIVE, REVOKED = "revoked_at IS NULL", "revoked_at IS NOT NULL"
+
+
+def _partial(name: str, columns: list[str], where: str) -> None:
+    op.create_index(
+        name,
+        "api_tokens",
+        columns,
+        sqlite_where=sa.text(where),
+        postgresql_where=sa.text(where),
+    )
+
+
+def upgrade():
+    for key, column in SORT_COLUMNS:
+        _partial(
+            f"ix_api_tokens_live_{key}",
+            ["organization_id", "environment", "role", column, "id"],
+            LIVE,
+        )
+        _partial(
+            f"ix_api_tokens_revoked_{key}",
+            ["organization_id", "environment", column, "id"],
+            REVOKED,
+        )
+    _partial("ix_api_tokens_live_expiry", ["organization_id", "environment", "expires_at"], LIVE)
+    _partial(
+        "ix_api_tokens_live_usage",
+        ["organization_id", "environment", "last_used_at", "created_at"],
+        LIVE,
+    )
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        available = bind.scalar(
+            sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'")
+        )
+        if not available:
+            return  # the search scans one environment's rows instead
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        for column in SEARCHED:
+            op.execute(
+                f"CREATE INDEX ix_api_tokens_trgm_{column} ON api_tokens "
+                f"USING gin (lower({column}) gin_trgm_ops)"
+            )
+    elif bind.dialect.name == "sqlite":
+        columns = ", ".join(SEARCHED)
+        new = ", ".join(f"new.{c}" for c in SEARCHED)
+        old = ", ".join(f"old.{c}" for c in SEARCHED)
+        op.execute(
+            f"CREATE VIRTUAL TABLE api_tokens_fts USING fts5({columns}, "
+            "content='api_tokens', content_rowid='rowid', tokenize='trigram')"
+        )
+        op.execute(
+            "CREATE TRIGGER api_tokens_fts_insert AFTER INSERT ON api_tokens BEGIN "
+            f"INSERT INTO api_tokens_fts(rowid, {columns}) VALUES (new.rowid, {new}); END"
+        )
+        op.execute(
+            "CREATE TRIGGER api_tokens_fts_delete AFTER DELETE ON api_tokens BEGIN "
+            f"INSERT INTO api_tokens_fts(api_tokens_fts, rowid, {columns}) "
+            f"VALUES ('delete', old.rowid, {old}); END"
+        )
+        op.execute(
+            f"CREATE TRIGGER api_tokens_fts_update AFTER UPDATE OF {columns} ON api_tokens BEGIN "
+            f"INSERT INTO api_tokens_fts(api_tokens_fts, rowid, {columns}) "
+            f"VALUES ('delete', old.rowid, {old}); "
+            f"INSERT INTO api_tokens_fts(rowid, {columns}) VALUES (new.rowid, {new}); END"
+        )
+        op.execute("INSERT INTO api_tokens_fts(api_tokens_fts) VALUES ('rebuild')")
+
+
+def downgrade():
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        for column in SEARCHED:
+            op.execute(f"DROP INDEX IF EXISTS ix_api_tokens_trgm_{column}")
+    elif bind.dialect.name == "sqlite":
+        for trigger in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS api_tokens_fts_{trigger}")
+        op.execute("DROP TABLE IF EXISTS api_tokens_fts")
+    op.drop_index("ix_api_tokens_live_usage", table_name="api_tokens")
+    op.drop_index("ix_api_tokens_live_expiry", table_name="api_tokens")
+    for key, _column in SORT_COLUMNS:
+        op.drop_index(f"ix_api_tokens_revoked_{key}", table_name="api_tokens")
+        op.drop_index(f"ix_api_tokens_live_{key}", table_name="api_tokens")
