@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
+from bench import scale  # noqa: E402
 from extensions import db  # noqa: E402
 from models import ApiToken, Membership, utcnow  # noqa: E402
 from services import accounts, tokens  # noqa: E402
@@ -512,6 +513,7 @@ def bench(setup: Setup) -> None:
     bench_server(setup)
     bench_verification(setup)
     bench_statements(setup)
+    scale.bench_scale(setup, fresh_app=fresh_app, report=report, dispose=dispose)  # issue 18
 
 
 def main() -> int:

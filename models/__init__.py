@@ -13,6 +13,7 @@ from models.token import (
     TOKEN_ROLES,
     TOKEN_TYPES,
     ApiToken,
+    TokenCount,
     TokenUsage,
 )
 from models.webhook import (
@@ -43,6 +44,7 @@ __all__ = [
     "Organization",
     "PasswordReset",
     "RecoveryCode",
+    "TokenCount",
     "TokenUsage",
     "TwoFactor",
     "User",

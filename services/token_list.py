@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
 from extensions import db
-from models import TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization, utcnow
+from models import TOKEN_ROLES, TOKEN_TYPES, ApiToken, Organization, TokenCount, utcnow
 from services import hygiene
 from services.actor import Actor
 from services.errors import NotFound, ValidationFailed
@@ -176,15 +176,30 @@ def parse_order(source: Mapping[str, str]) -> ListOrder:
 # ---------------------------------------------------------------- queries
 
 
+def _opaque(column: Any) -> Any:
+    """The column as SQLite's planner may not use for an index (`+column`): a search that
+    starts from the trigram table's few candidates must not be read in index order instead."""
+    return sa.literal_column(f"+{column.table.name}.{column.name}", type_=column.type)
+
+
+def _columns(filters: ListFilters) -> Any:
+    from services.tokens import uses_trigram_index
+
+    if filters.q and uses_trigram_index(filters.q):
+        return _opaque
+    return lambda column: column
+
+
 def _filtered(
     organization: Organization, environment: str, filters: ListFilters, now: datetime
 ) -> list[sa.ColumnElement[bool]]:
     """The WHERE terms of the list, besides the segment's own."""
     from services.tokens import search_condition  # tokens imports this module's users
 
+    c = _columns(filters)
     terms: list[sa.ColumnElement[bool]] = [
-        ApiToken.organization_id == organization.id,
-        ApiToken.environment == environment,
+        c(ApiToken.organization_id) == organization.id,
+        c(ApiToken.environment) == environment,
     ]
     if filters.q:
         terms.append(search_condition(filters.q))
@@ -193,9 +208,9 @@ def _filtered(
     elif filters.hygiene == "unused":
         terms.append(hygiene.unused_filter(now))
     if filters.role:
-        terms.append(ApiToken.role == filters.role)
+        terms.append(c(ApiToken.role) == filters.role)
     if filters.type:
-        terms.append(ApiToken.type == filters.type)
+        terms.append(c(ApiToken.type) == filters.type)
     if filters.status and filters.status != "revoked":
         not_expired = sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now)
         if filters.status == "expired":
@@ -227,13 +242,13 @@ class Segment:
     group: str
     nulls: bool
 
-    def terms(self, column) -> list[sa.ColumnElement[bool]]:
+    def terms(self, column, c: Any = lambda column: column) -> list[sa.ColumnElement[bool]]:
         if self.group == "revoked":
-            terms = [ApiToken.revoked_at.is_not(None)]
+            terms = [c(ApiToken.revoked_at).is_not(None)]
         else:
-            terms = [ApiToken.revoked_at.is_(None), ApiToken.role == self.group]
+            terms = [c(ApiToken.revoked_at).is_(None), c(ApiToken.role) == self.group]
         if column is not None:
-            terms.append(column.is_(None) if self.nulls else column.is_not(None))
+            terms.append(c(column).is_(None) if self.nulls else c(column).is_not(None))
         return terms
 
 
@@ -255,11 +270,12 @@ def _segment_query(
     limit: int,
     after: Cursor | None,
     reverse: bool,
+    c: Any,
 ) -> sa.Select:
     column = SORTS[order.sort]
     nullable = order.sort in NULLABLE_SORTS
     descending = order.descending != reverse
-    terms = [*base, *segment.terms(column if nullable else None)]
+    terms = [*base, *segment.terms(column if nullable else None, c)]
     keys = [ApiToken.id] if segment.nulls else [column, ApiToken.id]
     if after is not None and after.segment == segment.index:
         position = [after.token_id] if segment.nulls else [after.value, after.token_id]
@@ -330,7 +346,7 @@ def page_of_tokens(
         ]
     limit = order.per_page + 1  # one more says whether there is a next page
     members = [
-        _segment_query(segment, base, order, limit, mark, reverse).subquery()
+        _segment_query(segment, base, order, limit, mark, reverse, _columns(filters)).subquery()
         for segment in segments
     ]
     rows: list[tuple[ApiToken, int]] = []
@@ -386,22 +402,70 @@ def counts_of(
     if nothing:
         base.append(sa.false())
     allowed = groups_for(filters)
+    c = _columns(filters)
 
     def count(*terms) -> sa.ScalarSelect:
         return sa.select(sa.func.count()).select_from(ApiToken).where(*terms).scalar_subquery()
 
-    columns = {}
-    for group in GROUPS:
-        if group not in allowed:
-            continue
-        columns[group] = count(*base, *Segment(0, group, False).terms(None))
+    columns: dict[str, Any] = {}
+    if not (filters.q or filters.hygiene or filters.type or filters.status):
+        # Unfiltered (or by role alone): the counts the database keeps (token_counts).
+        for group in GROUPS:
+            if group in allowed:
+                roles = [filters.role] if filters.role else list(TOKEN_ROLES)
+                columns[group] = stored_count(
+                    organization,
+                    environment,
+                    roles=[group] if group != "revoked" else roles,
+                    revoked=group == "revoked",
+                )
+    for group in TOKEN_ROLES:
+        if group in allowed and group not in columns:
+            columns[group] = count(*base, *Segment(0, group, False).terms(None, c))
+    if "revoked" in allowed and "revoked" not in columns:
+        # By role, so each count is a range of the (organization, environment, role,
+        # revoked_at) index rather than a walk through every token of the environment.
+        columns["revoked"] = sum(
+            (
+                count(*base, c(ApiToken.role) == role, c(ApiToken.revoked_at).is_not(None))
+                for role in TOKEN_ROLES
+                if role in allowed or filters.role is None
+            ),
+            sa.literal(0),
+        )
     scope = [ApiToken.organization_id == organization.id, ApiToken.environment == environment]
+    live = [*scope, ApiToken.revoked_at.is_(None)]
     columns["expiring"] = count(*scope, hygiene.expiring_filter(now))
-    columns["unused"] = count(*scope, hygiene.unused_filter(now))
-    values = db.session.execute(sa.select(*(c.label(k) for k, c in columns.items()))).one()
+    # hygiene.unused_filter, split where last_used_at is NULL: two ranges of one index.
+    cutoff = now - hygiene.UNUSED_FOR
+    sqlite = db.session.get_bind().dialect.name == "sqlite"
+    created = _opaque(ApiToken.created_at) if sqlite else ApiToken.created_at  # the usage index
+    columns["unused"] = count(
+        *live, ApiToken.last_used_at.is_(None), ApiToken.created_at <= cutoff
+    ) + count(*live, ApiToken.last_used_at <= cutoff, created <= cutoff)
+    values = db.session.execute(sa.select(*(v.label(k) for k, v in columns.items()))).one()
     counts = {group: 0 for group in GROUPS}
     counts.update({key: int(value or 0) for key, value in zip(columns, values, strict=True)})
     return counts
+
+
+def stored_count(
+    organization: Organization,
+    environment: str,
+    *,
+    roles: list[str] | None = None,
+    revoked: bool | None = None,
+) -> sa.ScalarSelect:
+    """How many tokens of these roles (all if None), revoked or live (both if None), from the
+    counts the database's triggers keep: one primary-key range, whatever the number of tokens."""
+    query = sa.select(sa.func.coalesce(sa.func.sum(TokenCount.count), 0)).where(
+        TokenCount.organization_id == organization.id, TokenCount.environment == environment
+    )
+    if roles is not None:
+        query = query.where(TokenCount.role.in_(roles))
+    if revoked is not None:
+        query = query.where(TokenCount.revoked.is_(revoked))
+    return query.scalar_subquery()
 
 
 def matching_tokens(

@@ -370,3 +370,31 @@ def test_api_audit_events_page_by_cursor(client, db, org, make_token):
     rest = client.get(f"{API}/audit_events?starting_after={last}", headers=auth).get_json()
     ids = [e["id"] for e in first.get_json()["audit_events"] + rest["audit_events"]]
     assert ids == [e["id"] for e in everything] and rest["query"]["has_more"] is False
+
+
+def test_the_stored_counts_follow_every_insert_revoke_role_change_and_delete(db, org, make_token):
+    def real():
+        rows = db.session.execute(
+            sa.select(ApiToken.role, ApiToken.revoked_at.is_not(None), sa.func.count())
+            .where(ApiToken.organization_id == org.id, ApiToken.environment == "sandbox")
+            .group_by(ApiToken.role, ApiToken.revoked_at.is_not(None))
+        ).all()
+        counts = {group: 0 for group in token_list.GROUPS}
+        for role, revoked, n in rows:
+            counts["revoked" if revoked else role] += n
+        return counts
+
+    def stored():
+        counts = token_list.counts_of(org, "sandbox")
+        return {group: counts[group] for group in token_list.GROUPS}
+
+    _bulk(db, org, 40)  # bulk inserts, past the services, are counted too
+    token, _ = make_token(org, name="one", role="viewer")
+    assert stored() == real()
+    token_service.revoke_token(db.session.get(ApiToken, "bulk000000000001"), owner_actor(org))
+    token_service.update_token(token, owner_actor(org), role="writer")
+    db.session.commit()
+    assert stored() == real()
+    db.session.execute(sa.delete(ApiToken).where(ApiToken.id == "bulk000000000002"))
+    db.session.commit()
+    assert stored() == real() and stored()["revoked"] == 1

@@ -17,7 +17,7 @@ from blueprints.api import bp, schemas
 from blueprints.api.auth import current_api_actor, presented_secret
 from extensions import db
 from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcnow
-from services import audit, leaks, webhooks
+from services import audit, leaks, token_list, webhooks
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import DomainError, Forbidden, ValidationFailed
@@ -185,6 +185,7 @@ def page_of(
     *,
     after: sa.ColumnElement[bool] | None = None,
     filtered: bool = True,
+    stored_total: int | None = None,
 ):
     """One page of `query` with Librato's `query` envelope and `has_more`; `after` is the
     keyset condition of a `starting_after` cursor (no OFFSET scan however deep)."""
@@ -198,12 +199,12 @@ def page_of(
         rows = list(db.session.scalars(query.offset(offset).limit(length + 1)))
     has_more = len(rows) > length
     rows = rows[:length]
-    found = _count(query)
+    total = _count(unfiltered) if stored_total is None else stored_total
     envelope = {
-        "found": found,
+        "found": _count(query) if filtered else total,
         "length": len(rows),
         "offset": offset,
-        "total": _count(unfiltered) if filtered else found,
+        "total": total,
         "has_more": has_more,
     }
     return rows, envelope
@@ -270,7 +271,8 @@ def list_tokens():
     require_scope(actor, "tokens:read")
     params = schemas.parse(schemas.TokenListQuery, query_data())
     unfiltered = token_service.tokens_of(actor.organization, actor.environment)
-    query = unfiltered
+    # Newest first, ties by id descending too, so a cursor is one (created_at, id) range.
+    query = unfiltered.order_by(None).order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
     if params.name is not None:
         query = query.where(ApiToken.name == params.name)
     if params.active is not None:
@@ -283,18 +285,24 @@ def list_tokens():
         query = query.where(ApiToken.type == params.type)
     after = None
     if params.starting_after is not None:
-        # The list's order is newest first, then id: the rows strictly after the cursor's.
+        # The rows strictly after the cursor's in the list's order.
         mark = _cursor_row(unfiltered, ApiToken, params.starting_after)
-        after = sa.or_(
-            ApiToken.created_at < mark.created_at,
-            sa.and_(ApiToken.created_at == mark.created_at, ApiToken.id > mark.id),
-        )
+        after = sa.tuple_(ApiToken.created_at, ApiToken.id) < sa.tuple_(mark.created_at, mark.id)
     filtered = any(
         value is not None
         for value in (params.name, params.active, params.status, params.role, params.type)
     )
+    total = db.session.scalar(
+        sa.select(token_list.stored_count(actor.organization, actor.environment))
+    )
     rows, envelope = page_of(
-        query, unfiltered, params.offset, params.length, after=after, filtered=filtered
+        query,
+        unfiltered,
+        params.offset,
+        params.length,
+        after=after,
+        filtered=filtered,
+        stored_total=int(total or 0),
     )
     return with_next_link({"query": envelope, "api_tokens": [token_json(t) for t in rows]}, rows)
 

@@ -25,6 +25,12 @@ SORT_COLUMNS = (
     ("last_used", "last_used_at"),
     ("expires", "expires_at"),
 )
+# The page's true counts: each group, expiring soon, unused (covering, so counts read no rows).
+COUNT_INDEXES = {
+    "ix_api_tokens_groups": ["role", "revoked_at"],  # narrow: the unfiltered counts read least
+    "ix_api_tokens_expiry": ["revoked_at", "expires_at"],
+    "ix_api_tokens_usage": ["revoked_at", "last_used_at", "created_at"],
+}
 SEARCHED = ("name", "prefix", "created_by_label")
 LIVE, REVOKED = "revoked_at IS NULL", "revoked_at IS NOT NULL"
 
@@ -36,6 +42,58 @@ def _partial(name: str, columns: list[str], where: str) -> None:
         columns,
         sqlite_where=sa.text(where),
         postgresql_where=sa.text(where),
+    )
+
+
+KEY = "organization_id, environment, role, revoked"
+UPSERT = (
+    f"INSERT INTO token_counts ({KEY}, count) "
+    "VALUES (new.organization_id, new.environment, new.role, new.revoked_at IS NOT NULL, 1) "
+    f"ON CONFLICT ({KEY}) DO UPDATE SET count = token_counts.count + 1"
+)
+DECREMENT = (
+    "UPDATE token_counts SET count = count - 1 WHERE organization_id = old.organization_id "
+    "AND environment = old.environment AND role = old.role "
+    "AND revoked = (old.revoked_at IS NOT NULL)"
+)
+COUNTED = "organization_id, environment, role, revoked_at"
+
+
+def _token_counts() -> None:
+    """token_counts, filled from what is there and kept by triggers from now on."""
+    op.create_table(
+        "token_counts",
+        sa.Column("organization_id", sa.Integer(), nullable=False),
+        sa.Column("environment", sa.String(length=20), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=False),
+        sa.Column("revoked", sa.Boolean(), nullable=False),
+        sa.Column("count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "organization_id", "environment", "role", "revoked", name=op.f("pk_token_counts")
+        ),
+    )
+    op.execute(
+        f"INSERT INTO token_counts ({KEY}, count) SELECT organization_id, environment, role, "
+        "revoked_at IS NOT NULL, count(*) FROM api_tokens "
+        "GROUP BY organization_id, environment, role, revoked_at IS NOT NULL"
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE FUNCTION api_tokens_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF TG_OP IN ('UPDATE', 'DELETE') THEN {DECREMENT}; END IF; "
+            f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {UPSERT}; END IF; "
+            "RETURN NULL; END $$"
+        )
+        op.execute(
+            f"CREATE TRIGGER api_tokens_count AFTER INSERT OR DELETE OR UPDATE OF {COUNTED} "
+            "ON api_tokens FOR EACH ROW EXECUTE FUNCTION api_tokens_count()"
+        )
+        return
+    op.execute(f"CREATE TRIGGER api_tokens_count_insert AFTER INSERT ON api_tokens BEGIN {UPSERT}; END")
+    op.execute(f"CREATE TRIGGER api_tokens_count_delete AFTER DELETE ON api_tokens BEGIN {DECREMENT}; END")
+    op.execute(
+        f"CREATE TRIGGER api_tokens_count_update AFTER UPDATE OF {COUNTED} ON api_tokens "
+        f"BEGIN {DECREMENT}; {UPSERT}; END"
     )
 
 
@@ -51,12 +109,9 @@ def upgrade():
             ["organization_id", "environment", column, "id"],
             REVOKED,
         )
-    _partial("ix_api_tokens_live_expiry", ["organization_id", "environment", "expires_at"], LIVE)
-    _partial(
-        "ix_api_tokens_live_usage",
-        ["organization_id", "environment", "last_used_at", "created_at"],
-        LIVE,
-    )
+    for name, columns in COUNT_INDEXES.items():
+        op.create_index(name, "api_tokens", ["organization_id", "environment", *columns])
+    _token_counts()
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         available = bind.scalar(
@@ -99,14 +154,21 @@ def upgrade():
 def downgrade():
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS api_tokens_count ON api_tokens")
+        op.execute("DROP FUNCTION IF EXISTS api_tokens_count()")
+    else:
+        for trigger in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS api_tokens_count_{trigger}")
+    op.drop_table("token_counts")
+    if bind.dialect.name == "postgresql":
         for column in SEARCHED:
             op.execute(f"DROP INDEX IF EXISTS ix_api_tokens_trgm_{column}")
     elif bind.dialect.name == "sqlite":
         for trigger in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS api_tokens_fts_{trigger}")
         op.execute("DROP TABLE IF EXISTS api_tokens_fts")
-    op.drop_index("ix_api_tokens_live_usage", table_name="api_tokens")
-    op.drop_index("ix_api_tokens_live_expiry", table_name="api_tokens")
+    for name in COUNT_INDEXES:
+        op.drop_index(name, table_name="api_tokens")
     for key, _column in SORT_COLUMNS:
         op.drop_index(f"ix_api_tokens_revoked_{key}", table_name="api_tokens")
         op.drop_index(f"ix_api_tokens_live_{key}", table_name="api_tokens")
