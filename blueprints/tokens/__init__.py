@@ -117,7 +117,7 @@ def _search_answer(environment: str, search: Search):
     headers = {"Vary": "HX-Request"}  # one URL, two answers: caches must keep them apart
     if fragment:
         # The address bar gets a clean URL, and never a pasted secret (its prefix instead).
-        headers["HX-Push-Url"] = "false" if search.error else search.url(environment)
+        headers["HX-Push-Url"] = "false" if search.error else search.url(environment, **search.at)
     if search.hides_list:
         headers |= {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     return html, status, headers
@@ -456,6 +456,7 @@ class Search:
     order: token_list.ListOrder = field(default_factory=token_list.ListOrder)
     after: token_list.Cursor | None = None
     before: token_list.Cursor | None = None
+    at: dict[str, str] = field(default_factory=dict)  # the page's cursor, as in its URL
 
     @property
     def hides_list(self) -> bool:
@@ -542,11 +543,13 @@ def _read_search(source: Mapping[str, str]) -> Search:
         if source.get(name):
             try:
                 setattr(search, name, token_list.decode_cursor(source[name], search.order))
+                search.at[name] = source[name]
             except ValidationFailed as error:
                 search.errors.update(error.details)
                 search.error = " ".join(search.errors.values())
     if search.after and search.before:
         search.before = None
+        search.at.pop("before", None)
     search.typed = search.q
     search.filters = replace(search.filters, q=search.q, hygiene=search.filter)
     search.lookup = tokens.identify_token(current_org(), search.q) if search.q else None
