@@ -223,7 +223,7 @@ def search_condition(q: str) -> sa.ColumnElement[bool]:
     """Name, prefix or creator contains `q` (any case; `%` and `_` literal), or the type does,
     or `q` is the id. On SQLite, text of 3 characters or more takes its candidates from the
     trigram index (migration 0007), then checks them as before; on PostgreSQL the trigram
-    GIN indexes serve the same LIKEs directly."""
+    GIN indexes serve the same ILIKEs directly."""
     types = [t for t in TOKEN_TYPES if q.lower() in t]
     matches = sa.or_(
         ApiToken.name.icontains(q, autoescape=True),

@@ -1,9 +1,9 @@
 """The token page at 100,000 tokens (issue 18): keyset-order indexes for each group and sort
 key, range indexes for the hygiene counts, and substring search by trigrams.
 
-Search: on PostgreSQL, `pg_trgm` GIN indexes on lower(name), lower(prefix) and
-lower(created_by_label), which serve the page's `lower(x) LIKE '%q%'` as they are (skipped,
-with the search then scanning, where the extension is not available). On SQLite, an FTS5
+Search: on PostgreSQL, `pg_trgm` GIN indexes on name, prefix and created_by_label, which
+serve the page's `x ILIKE '%q%'` as it is (skipped, with the search then scanning, where the
+extension is not available). On SQLite, an FTS5
 table with the trigram tokenizer over the same three columns, kept current by triggers; the
 search looks candidates up in it, then checks them as before (services.tokens.search_condition).
 
@@ -123,7 +123,7 @@ def upgrade():
         for column in SEARCHED:
             op.execute(
                 f"CREATE INDEX ix_api_tokens_trgm_{column} ON api_tokens "
-                f"USING gin (lower({column}) gin_trgm_ops)"
+                f"USING gin ({column} gin_trgm_ops)"
             )
     elif bind.dialect.name == "sqlite":
         columns = ", ".join(SEARCHED)
