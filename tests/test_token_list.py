@@ -398,3 +398,10 @@ def test_the_stored_counts_follow_every_insert_revoke_role_change_and_delete(db,
     db.session.execute(sa.delete(ApiToken).where(ApiToken.id == "bulk000000000002"))
     db.session.commit()
     assert stored() == real() and stored()["revoked"] == 1
+
+
+def test_a_bulk_action_with_nothing_selected_says_so(signed_in, db, org):
+    _bulk(db, org, 2)
+    response = _bulk_post(signed_in, {"action": "revoke"}, headers=HX)
+    assert response.status_code == 400
+    assert "Select at least one token first" in response.get_data(as_text=True)
