@@ -347,15 +347,21 @@ def test_api_cursor_pages_never_repeat_or_skip_while_tokens_are_created(
     assert len(seen) == len(set(seen)) == 26  # the 25, the caller; the new one came before
 
 
-def test_api_cursor_of_another_environment_or_with_offset_is_a_400(client, db, org, make_token):
+def test_api_cursor_of_another_environment_is_a_404_and_an_offset_counts_from_it(
+    client, db, org, make_token
+):
     _caller, secret = make_token(org, name="caller", role="admin")
-    _bulk(db, org, 1, start=5, environment="production")
+    _bulk(db, org, 5)
+    _bulk(db, org, 1, start=50, environment="production")
     auth = {"Authorization": f"Bearer {secret}"}
-    response = client.get(f"{API}/api_tokens?starting_after=bulk000000000005", headers=auth)
-    assert response.status_code == 400
+    response = client.get(f"{API}/api_tokens?starting_after=bulk000000000050", headers=auth)
+    assert response.status_code == 404
     assert "starting_after" in response.get_json()["error"]["details"]
-    both = client.get(f"{API}/api_tokens?starting_after=x&offset=1", headers=auth)
-    assert both.status_code == 400
+    listed = client.get(f"{API}/api_tokens", headers=auth).get_json()["api_tokens"]
+    after = client.get(
+        f"{API}/api_tokens?starting_after={listed[0]['id']}&offset=2&length=2", headers=auth
+    ).get_json()
+    assert [t["id"] for t in after["api_tokens"]] == [t["id"] for t in listed[3:5]]
 
 
 def test_api_audit_events_page_by_cursor(client, db, org, make_token):

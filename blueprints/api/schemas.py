@@ -300,7 +300,7 @@ class DeleteByNameQuery(_Input):
 class AuditListQuery(_Input):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     length: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
-    starting_after: int | None = Field(default=None, ge=1, description=STARTING_AFTER)
+    starting_after: int | None = Field(default=None, ge=1, le=2**63 - 1, description=STARTING_AFTER)
     action: Text | None = Field(default=None, max_length=40)
     target_id: Text | None = Field(default=None, max_length=40)
 

@@ -20,7 +20,7 @@ from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcno
 from services import audit, leaks, token_list, webhooks
 from services import tokens as token_service
 from services.actor import Actor
-from services.errors import DomainError, Forbidden, ValidationFailed
+from services.errors import DomainError, Forbidden, NotFound, ValidationFailed
 
 FORM_TYPES = ("application/x-www-form-urlencoded",)  # what the document lists
 LIST_FIELDS = ("scopes", "allowed_ips")
@@ -190,13 +190,8 @@ def page_of(
     """One page of `query` with Librato's `query` envelope and `has_more`; `after` is the
     keyset condition of a `starting_after` cursor (no OFFSET scan however deep)."""
     if after is not None:
-        if offset:
-            raise ValidationFailed(
-                details={"offset": "Use either offset or starting_after, not both."}
-            )
-        rows = list(db.session.scalars(query.where(after).limit(length + 1)))
-    else:
-        rows = list(db.session.scalars(query.offset(offset).limit(length + 1)))
+        query = query.where(after)  # an offset then counts from the cursor
+    rows = list(db.session.scalars(query.offset(offset).limit(length + 1)))
     has_more = len(rows) > length
     rows = rows[:length]
     total = _count(unfiltered) if stored_total is None else stored_total
@@ -224,12 +219,9 @@ def with_next_link(payload: dict[str, Any], rows: list[Any]) -> Response:
 
 def _cursor_row(query: sa.Select, model: Any, cursor: object) -> Any:
     row = db.session.scalar(query.where(model.id == cursor).order_by(None))
-    if row is None:
-        raise ValidationFailed(
-            details={
-                "starting_after": "No such item in this list (it may be another environment's)."
-            }
-        )
+    if row is None:  # like any id that is not in the token's organization and environment
+        message = "starting_after names nothing in this list (another environment's, perhaps)."
+        raise NotFound(message, details={"starting_after": message})
     return row
 
 
