@@ -22,7 +22,7 @@ run: install
 	$(BIN)/flask --app app keysmith deliver & deliver=$$!; \
 	trap 'kill $$deliver 2>/dev/null; wait $$deliver' EXIT INT TERM; \
 	$(BIN)/gunicorn --workers 1 --threads 8 --bind 127.0.0.1:5000 \
-		--access-logfile - --access-logformat '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms' \
+		--access-logfile - --access-logformat '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms %({x-request-id}o)s' \
 		'app:create_app()'
 
 test: install

@@ -10,9 +10,17 @@ from typing import Any
 from flask import Flask, abort, current_app, request
 
 import cli
-from blueprints import origin
+from blueprints import health, last_resort, origin, request_id
 from config import Config
-from extensions import configure_sqlite, csrf, db, limiter, login_manager, migrate, redis_options
+from extensions import (
+    configure_sqlite,
+    csrf,
+    db,
+    init_limiter,
+    login_manager,
+    migrate,
+    redis_options,
+)
 from services.log_redaction import RedactSecrets
 
 
@@ -39,7 +47,7 @@ def create_app(
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"))
     # Order matters: the limiter counts (and heads) every request, even an oversized one;
     # the size check comes before CSRF, which reads the form.
-    limiter.init_app(app)
+    init_limiter(app)
     app.before_request(_refuse_oversized_body)
     csrf.init_app(app)
     login_manager.init_app(app)
@@ -58,10 +66,16 @@ def create_app(
     cli.init_app(app)
     token_cache.init_app(app)
     usage.init_app(app)
+    health.init_app(app)  # before Flask: a probe passes through nothing but last_resort
     # Secrets in a URL (tokens, invite and reset links) never reach a log line.
     for logger in (logging.getLogger("werkzeug"), app.logger):
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
+    # Last: a dead database connection at teardown, or anything else that escapes Flask's
+    # handlers, is our JSON or HTML answer, never gunicorn's bare page (issue 16).
+    last_resort.init_app(app)
+    # Outermost of all, even health and last_resort: every answer carries X-Request-Id.
+    request_id.init_app(app)
     return app
 
 
@@ -71,6 +85,9 @@ def _refuse_oversized_body() -> None:
     A declared length is checked as is. A chunked body (no Content-Length) is read up to
     one byte past the limit: over it, 413; within it, the view reads it from memory.
     """
+    environ = request.environ
+    if not environ.get("CONTENT_LENGTH") and not environ.get("HTTP_TRANSFER_ENCODING"):
+        return  # neither length nor chunks: a request without a body (RFC 9112 §6.3)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if limit is None:
         return
@@ -79,7 +96,6 @@ def _refuse_oversized_body() -> None:
         if length > limit:
             abort(413)
         return
-    environ = request.environ
     if environ.get("wsgi.input_terminated"):
         body, stream = bytearray(), environ["wsgi.input"]
         while len(body) <= limit:

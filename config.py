@@ -35,6 +35,17 @@ def _database_url(url: str | None, instance_path: Path) -> str:
     return url
 
 
+def _origins(value: str) -> list[str]:
+    origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("https", "http") or not rest or "/" in rest or "*" in rest:
+            raise ValueError(
+                f"CORS_ORIGINS: {origin!r} is not an origin like https://app.example.com"
+            )
+    return origins
+
+
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
@@ -75,6 +86,9 @@ class Config:
         self.TRUSTED_HOSTS = [
             h.strip().lower() for h in env.get("TRUSTED_HOSTS", "").split(",") if h.strip()
         ] or None
+        # Origins whose pages may call /api/v1 from a browser (blueprints/api/cors.py); none
+        # by default. Each is scheme://host[:port], as a browser sends it in Origin.
+        self.CORS_ORIGINS = _origins(env.get("CORS_ORIGINS", ""))
         self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"), path)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         self.REDIS_URL = env.get("REDIS_URL") or None
@@ -96,6 +110,8 @@ class Config:
         self.LOGIN_THROTTLE_EMAIL = env.get("LOGIN_THROTTLE_EMAIL", "100 per hour")
         # Accounts (each with its own organization) made by sign-up from one address.
         self.SIGNUP_THROTTLE = env.get("SIGNUP_THROTTLE", "5 per hour")
+        # Organizations one person may start from the console (New organization).
+        self.MAX_OWNED_ORGANIZATIONS = int(env.get("MAX_OWNED_ORGANIZATIONS", "10"))
         # Test events and redeliveries an organization asks for (services/throttle.py).
         self.WEBHOOK_SEND_LIMIT = env.get("WEBHOOK_SEND_LIMIT", "10 per minute")
         self.MAX_CONTENT_LENGTH = 1024 * 1024

@@ -1,10 +1,9 @@
 """Extensions created bare here and bound to the app in create_app()."""
 
 import contextlib
-import logging
+import functools
 import os
 import sqlite3
-import threading
 import time
 
 import sqlalchemy as sa
@@ -15,8 +14,6 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from limits import RateLimitItem
-from limits.storage import MemoryStorage
-from limits.strategies import RateLimiter
 from limits.util import WindowStats
 
 from models.base import Base
@@ -27,6 +24,41 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 # No default limits: the JSON API sets its per-token limits, sign-in its own throttle.
 limiter = Limiter(key_func=get_remote_address)
+
+
+# Paths Flask-Limiter never looks at: the API counts its own limits (blueprints/api/limits.py),
+# and the health check and static files have none.
+LIMITER_FREE_PATHS = ("/api/", "/healthz", "/static/")
+
+
+def init_limiter(app) -> None:
+    """Bind Flask-Limiter, with its per-request hooks skipping LIMITER_FREE_PATHS outright:
+    filtered only by a request filter, its hooks still cost a whoami more than a bare Flask
+    view does in all (issue 17). Sign-in counts through `counted_limits`, which uses only
+    its storage."""
+    before = len(app.before_request_funcs.get(None, ()))
+    after = len(app.after_request_funcs.get(None, ()))
+    teardown = len(app.teardown_request_funcs.get(None, ()))
+    limiter.init_app(app)
+    for funcs, start in (
+        (app.before_request_funcs, before),
+        (app.after_request_funcs, after),
+        (app.teardown_request_funcs, teardown),
+    ):
+        hooks = funcs.get(None, [])
+        hooks[start:] = [_skipping_free_paths(hook) for hook in hooks[start:]]
+
+
+def _skipping_free_paths(hook):
+    from flask import request
+
+    @functools.wraps(hook)
+    def skipping(*args):
+        if request.path.startswith(LIMITER_FREE_PATHS):
+            return args[0] if args and not isinstance(args[0], BaseException) else None
+        return hook(*args)
+
+    return skipping
 
 
 def redis_options(config) -> dict:
@@ -62,62 +94,41 @@ def limit_key(*parts: str) -> list[str]:
 
 
 class CountedLimits:
-    """hit / test / window stats of the limits we count by hand (the sign-in throttle, the
-    API's unrouted answers, the ip_denied audit bound), on the limiter's storage.
+    """hit / refund / window stats of the limits we count by hand (the sign-in throttle, the
+    API's ip_denied audit bound), on the app's own counters (services/rate_limits.py), in
+    windows that start at their first hit, as Flask-Limiter's fixed window did.
 
-    While that storage (Redis) is unreachable they count in this worker's memory, as
-    Flask-Limiter's own in-memory fallback does, and try the storage again every few
-    seconds: an outage of Redis loosens limits to one worker's view, never a 500.
+    Redis when the limiter's storage is Redis (one round trip, REDIS_TIMEOUT_SECONDS), else a
+    dictionary in this worker's memory; while Redis is slow or gone, that memory, switched to
+    thread-safely for a few seconds. No timer thread (the `limits` in-memory storage's expiry
+    thread logged KeyError tracebacks under load, issue 16), and never a 500.
     """
 
-    RETRY_SECONDS = 5.0
+    NAMESPACE = "counted"
 
-    def __init__(self) -> None:
-        self._memory: RateLimiter | None = None
-        self._memory_for: object | None = None
-        self._failed: object | None = None  # the storage that failed (a new app has another)
-        self._retry_at = 0.0
-        self._lock = threading.Lock()
+    def hit(self, item: RateLimitItem, *identifiers: str, now: float | None = None) -> bool:
+        return self.decide(item, *identifiers, now=now).allowed
 
-    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
-        return self._call("hit", item, *identifiers)
+    def decide(self, item: RateLimitItem, *identifiers: str, now: float | None = None):
+        """Count one hit; the decision (allowed, remaining, reset) after it."""
+        return self._count(item, identifiers, 1, now)
 
     def refund(self, item: RateLimitItem, *identifiers: str) -> bool:
-        """Give one hit back (a fixed-window counter, Flask-Limiter's default strategy), only
-        while the window holds one: never below zero when a new window began meanwhile."""
-        stats = self._call("get_window_stats", item, *identifiers)
-        if stats.remaining >= item.amount:
-            return False
-        return self._call("hit", item, *identifiers, cost=-1)
-
-    def test(self, item: RateLimitItem, *identifiers: str) -> bool:
-        return self._call("test", item, *identifiers)
+        """Give one hit back while its window runs, never below zero (a window that ended
+        meanwhile is not touched, and no new one starts)."""
+        self._count(item, identifiers, -1, None)
+        return True
 
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
-        return self._call("get_window_stats", item, *identifiers)
+        decision = self._count(item, identifiers, 0, None)
+        return WindowStats(decision.reset, decision.remaining)
 
-    def _call(self, name: str, *args, **kwargs):
-        primary = limiter.limiter
-        if isinstance(primary.storage, MemoryStorage):
-            return getattr(primary, name)(*args, **kwargs)
-        if primary.storage is not self._failed or time.monotonic() >= self._retry_at:
-            try:
-                return getattr(primary, name)(*args, **kwargs)
-            except Exception:  # the storage's own errors vary with its client library
-                logging.getLogger(__name__).warning(
-                    "Rate limit storage unreachable: counting in this worker's memory"
-                )
-                self._failed, self._retry_at = (
-                    primary.storage,
-                    time.monotonic() + self.RETRY_SECONDS,
-                )
-        with self._lock:
-            # One memory per storage (so per app: a process that makes several, as the
-            # tests do, never counts one app's failures against another's).
-            if self._memory is None or self._memory_for is not primary.storage:
-                self._memory = type(primary)(MemoryStorage())
-                self._memory_for = primary.storage
-        return getattr(self._memory, name)(*args, **kwargs)
+    def _count(self, item: RateLimitItem, identifiers, amount: int, now: float | None):
+        from services.rate_limits import Window, rate_limits
+
+        window = Window(item.amount, int(item.get_expiry()))
+        at = time.time() if now is None else now
+        return rate_limits().count(self.NAMESPACE, "/".join(identifiers), window, amount, now=at)
 
 
 counted_limits = CountedLimits()

@@ -27,5 +27,10 @@ logger_class = RedactingLogger
 
 # A header as large as 64 KiB reaches Keysmith, so an enormous token in Authorization,
 # X-API-Key or Basic gets the API's JSON 401 rather than gunicorn's own 431 page. (The
-# request line keeps gunicorn's maximum, 8,190 bytes; docs/api.md says what lies beyond.)
+# request line keeps gunicorn's default, 4,094 bytes; docs/api.md says what lies beyond, as
+# tests/test_gunicorn_limits.py measures it.)
 limit_request_field_size = 64 * 1024
+
+# Each line names the request's X-Request-Id (blueprints/request_id.py), so an id quoted in
+# a support ticket finds its line; no query string (a client may put anything there).
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms %({x-request-id}o)s'

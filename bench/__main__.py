@@ -1,9 +1,11 @@
 """`make bench`: the speed figures of SPEC §8, each beside its target, as ratios of one run.
 
 1. GET /api/v1/whoami against GET /healthz on one real gunicorn server: median latency of
-   one keep-alive client, the two requests interleaved; then whoami requests per second.
+   one keep-alive client, the two requests interleaved (for the record); then whoami
+   requests per second. Against the floor, a bare Flask view: bench/floor.py.
 2. services.tokens.verify() at 100,000 tokens against 100 (the database look-up, uncached).
 3. SQL statements of the token page and the list API with 500 tokens against 5.
+4. The usage flush of 50,000 distinct tokens (bench/usage_flush.py), against 200 ms.
 
 Every figure runs on SQLite, the embedded default (1 worker, no Redis), and again on
 PostgreSQL + Redis (2 workers) when TEST_DATABASE_URL/DATABASE_URL point at PostgreSQL and
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from bench import scale  # noqa: E402
+from bench import floor, scale, usage_flush  # noqa: E402
 from extensions import db  # noqa: E402
 from models import ApiToken, Membership, utcnow  # noqa: E402
 from services import accounts, tokens  # noqa: E402
@@ -65,6 +67,7 @@ OUR_VARIABLES = (
     "WEBHOOK_ALLOW_PRIVATE",
     "WEBHOOK_ALLOW_HTTP",
     "WEBHOOK_SEND_LIMIT",
+    "MAX_OWNED_ORGANIZATIONS",
     "BCRYPT_LOG_ROUNDS",
     "RATE_LIMIT_DEFAULT",
     "RATE_LIMIT_MAX",
@@ -80,6 +83,7 @@ OUR_VARIABLES = (
     "PROXY_TRUST_HOST",
     "TRUSTED_HOSTS",
     "TOKEN_CACHE_SECONDS",
+    "CORS_ORIGINS",
     "GUNICORN_CMD_ARGS",
     "WEB_CONCURRENCY",
 )
@@ -375,33 +379,39 @@ def report(figure: str, value: str, target: str, ok: bool | None) -> None:
     print(f"  {figure:<60} {value:>24}   target {target:<8} {verdict}")
 
 
-def bench_server(setup: Setup) -> None:
-    app = fresh_app(setup, "server")
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    seeded = seed(app, 100)
-    env = {
-        "DATABASE_URL": url,
+def server_env(setup: Setup) -> dict[str, str]:
+    """What every Keysmith server of the bench gets, besides its DATABASE_URL."""
+    return {
         "SECRET_KEY": SECRET_KEY,
         "TOKEN_HMAC_KEY": HMAC_KEY,
         "RATE_LIMIT_DEFAULT": NO_LIMIT,
         "RATE_LIMIT_MAX": NO_LIMIT,  # measure verification, not the limiter refusing
         **setup.server_env,
     }
+
+
+def bench_server(setup: Setup) -> None:
+    app = fresh_app(setup, "server")
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    seeded = seed(app, 100)
+    env = {"DATABASE_URL": url, **server_env(setup)}
     latency_label = f"whoami / healthz latency ({setup.server})"
     rps_label = f"whoami requests/s ({setup.server}, 8 threads)"
     with gunicorn(env, workers=setup.workers) as port:
         health, whoami, status = latency_ratio(port, seeded["secret"])
         if status != 200:
             # A target that cannot be measured is a target missed.
-            report(latency_label, MISSING, "<= 1.25", False)
+            report(latency_label, MISSING, "record", False)
             report(rps_label, MISSING, "record", None)
             return
         ratio = whoami / health
+        # For the record since issue 17: healthz is answered before Flask now, so SPEC §8's
+        # target is whoami against a bare Flask view (bench/floor.py).
         report(
             latency_label,
             f"{ratio:.2f} ({whoami * 1e3:.2f}/{health * 1e3:.2f} ms)",
-            "<= 1.25",
-            ratio <= 1.25,
+            "record",
+            None,
         )
         rps = requests_per_second(port, seeded["secret"])
         report(rps_label, f"{rps:,.0f}", "record", None)
@@ -511,8 +521,13 @@ def bench_statements(setup: Setup) -> None:
 
 def bench(setup: Setup) -> None:
     bench_server(setup)
+    floor.bench_floor(
+        setup, fresh_app=fresh_app, make_app=make_app, seed=seed, report=report,
+        env=server_env(setup),
+    )  # fmt: skip
     bench_verification(setup)
     bench_statements(setup)
+    usage_flush.run(setup, fresh_app, seed, report, dispose)
     scale.bench_scale(setup, fresh_app=fresh_app, report=report, dispose=dispose)  # issue 18
 
 

@@ -15,14 +15,17 @@ an old signed cookie holding `_user_id` nor a remember-me cookie signs anyone in
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, Request
+from flask import Flask, Request, g
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Response
 
+from blueprints.last_resort import is_database_outage
 from extensions import db
 from models import User, UserSession
 from services import sessions
@@ -159,15 +162,28 @@ class ServerSessionInterface(SecureCookieSessionInterface):
             )
             return
         if session.modified or session.touch:
-            _discard_uncommitted()
-            sessions.save(
-                session.record_id,
-                data=_serializer.dumps(session._data) if session.modified else None,
-                touch=session.touch or session.new_id is not None,
-                ip=request.remote_addr,
-                user_agent=request.user_agent.string,
-            )
-            db.session.commit()
+            try:
+                _discard_uncommitted()
+                sessions.save(
+                    session.record_id,
+                    data=_serializer.dumps(session._data) if session.modified else None,
+                    touch=session.touch or session.new_id is not None,
+                    ip=request.remote_addr,
+                    user_agent=request.user_agent.string,
+                )
+                db.session.commit()
+            except Exception as error:
+                # A note of when it was last used, or the session of an answer that already
+                # committed (a new secret): not worth failing the answer for (issue 16).
+                if not is_database_outage(error) or (
+                    session.modified and not g.get("answer_committed")
+                ):
+                    raise
+                logging.getLogger(__name__).warning(
+                    "Could not save the session: %s", type(error).__name__
+                )
+                with contextlib.suppress(Exception):
+                    db.session.rollback()
         if session.new_id is not None:
             response.set_cookie(
                 COOKIE,

@@ -26,9 +26,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from blueprints import server_session
+from blueprints.last_resort import is_database_outage
 from extensions import db, login_manager
 from models import ROLE_RANK, Membership, Organization, User, utcnow
-from services import accounts
+from services import accounts, throttle
 from services import sessions as session_service
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
@@ -94,6 +95,13 @@ def show_errors(form: Any, error: DomainError) -> None:
 LAST_ORG_COOKIE = "ks_last_org"
 # Nothing on Keysmith's pages needs these; a script injected somewhere cannot ask for them.
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+# On every answer, unless the view set its own.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    ("Permissions-Policy", PERMISSIONS_POLICY),
+)
 
 
 def preferred_membership(memberships: list[Membership]) -> Membership | None:
@@ -179,6 +187,13 @@ def confirm_access():
         if name not in SUDO_FIELDS
         for value in values
     ]
+    if not any(name == "organization_id" for name, _ in fields):
+        # The page this came from was made for the current organization (htmx said so in a
+        # header): the confirmation says it in a field, so a switch in another tab before
+        # it is answered is refused (refuse_stale_organization), not made elsewhere.
+        membership = current_membership()
+        if membership is not None:
+            fields.append(("organization_id", str(membership.organization_id)))
     context = {"fields": fields, "action": request.full_path.rstrip("?"), "error": error,
                "needs_code": needs_code}  # fmt: skip
     if is_htmx():  # the confirmation takes the page; its form is a plain post
@@ -317,10 +332,9 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        headers = response.headers
+        present = {name.lower() for name, _ in headers.items()}  # one pass, not one per name
+        headers.extend([pair for pair in SECURITY_HEADERS if pair[0].lower() not in present])
         if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
             response.headers.setdefault(
                 "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
@@ -357,6 +371,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
+        # An error after the view (saving the session, an after_request hook) comes as a 500
+        # wrapping what happened: a database outage there is a 503 like anywhere else.
+        original = getattr(error, "original_exception", None)
+        if original is not None and is_database_outage(original):
+            return database_unavailable(original)
         if _wants_json():
             return _api_error(error)
         code = error.code or 500
@@ -388,6 +407,7 @@ def init_app(app: Flask) -> None:
         app.logger.error(
             "Database unavailable on %s %s: %s", request.method, request.path, type(error).__name__
         )
+        throttle.refund_unanswered()  # no password was judged: the attempt does not count
         if _wants_json():
             _forget_session_state()
             return _api_error(error)
@@ -395,6 +415,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
+        if is_database_outage(error):  # e.g. a connection ended mid-statement
+            return database_unavailable(error)
         app.logger.exception("Unhandled error on %s %s", request.method, request.path)
         db.session.rollback()
         if _wants_json():
@@ -406,9 +428,21 @@ def init_app(app: Flask) -> None:
         )
 
 
+# A commit that fails may have reached the database (SPEC §4 is a promise only the API's
+# Idempotency-Key keeps): the page never claims nothing was changed.
 _DATABASE_DOWN = (
-    "Keysmith cannot reach its database just now. Nothing was changed; try again in a moment."
+    "Keysmith cannot reach its database just now. What you asked for may not have been "
+    "saved: reload the page in a moment to see, then try again if needed."
 )
+
+
+def commit_then(answer):
+    """Commit, then return `answer`, made before the commit from what was written (a page
+    with a new secret): nothing after the commit may fail it (issue 16). A failed commit
+    raises, and the answer is the 503, with nothing stored."""
+    db.session.commit()
+    g.answer_committed = True  # the session's save may not turn this answer into an error
+    return answer
 
 
 def _error_page(title: str, message: str, status: int, headers: dict | None = None):
@@ -491,3 +525,6 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(_iso, "iso")
     app.add_template_filter(_exact, "exact")
     app.add_template_filter(_relative, "relative")
+    from blueprints.labels import register_labels
+
+    register_labels(app)  # words for rate limits, durations, audit actions (issue 20)

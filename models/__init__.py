@@ -3,6 +3,7 @@
 from models.account import ROLE_RANK, ROLES, Invite, Membership, Organization, User
 from models.audit import AuditEvent
 from models.base import Base, utcnow
+from models.idempotency import IdempotencyKey
 from models.session import PasswordReset, RecoveryCode, TwoFactor, UserSession
 from models.token import (
     ENV_TAGS,
@@ -37,6 +38,7 @@ __all__ = [
     "TOKEN_ROLE_RANK",
     "TOKEN_TYPES",
     "ApiToken",
+    "IdempotencyKey",
     "AuditEvent",
     "Base",
     "Invite",

@@ -35,4 +35,6 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(sa.String(45))
     user_agent: Mapped[str | None] = mapped_column(sa.String(400))
     details: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    # The X-Request-Id of the request that caused it (services/request_ids.py).
+    request_id: Mapped[str | None] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -30,6 +30,19 @@ ROLE_SCOPES = {
 }
 
 
+def status_of(
+    revoked_at: datetime | None, expires_at: datetime | None, active: bool, now: datetime
+) -> str:
+    """A token's derived status (SPEC §2), from its fields (a row of a list needs no model)."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    if not active:
+        return "inactive"
+    return "active"
+
+
 class TokenState:
     """What a token's fields mean: its status and its powers. Shared by the row and the
     verification snapshot (services/token_cache.py), so the two can never disagree."""
@@ -37,13 +50,7 @@ class TokenState:
     __slots__ = ()
 
     def status_at(self, now: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        if not self.active:
-            return "inactive"
-        return "active"
+        return status_of(self.revoked_at, self.expires_at, self.active, now)
 
     @property
     def status(self) -> str:

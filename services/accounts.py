@@ -145,13 +145,32 @@ def create_organization(
     via: str = "new organization",
     ip: str | None = None,
     user_agent: str | None = None,
+    max_owned: int | None = None,
 ) -> Organization:
-    """A new organization owned by `owner`, with the default key policy."""
+    """A new organization owned by `owner`, with the default key policy. With `max_owned`,
+    someone who already owns that many is refused (each one is a policy, a token limit and
+    an audit log of its own: unlimited, one account could fill the database)."""
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise ValidationFailed(
             details={"name": "Give the organization a name of 1-100 characters."}
         )
+    if max_owned is not None:
+        # The person's row is locked first (PostgreSQL), so parallel requests count in turn.
+        db.session.execute(sa.select(User.id).where(User.id == owner.id).with_for_update())
+        owned = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Membership)
+            .where(Membership.user_id == owner.id, Membership.role == "owner")
+        )
+        if owned >= max_owned:
+            raise ValidationFailed(
+                details={
+                    "name": f"You already own {owned} organizations, the most one person may "
+                    "start here. Ask the operator to raise MAX_OWNED_ORGANIZATIONS, or hand "
+                    "one over to another owner."
+                }
+            )
     org = Organization(name=name, rate_limit=default_rate_limit)
     db.session.add(org)
     db.session.flush()

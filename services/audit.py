@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from extensions import db
 from models import AuditEvent, Organization
+from services import request_ids
 from services.actor import Actor
 
 
@@ -37,6 +38,7 @@ def record(
         ip=actor.ip,
         user_agent=(actor.user_agent or "")[:400] or None,
         details=details or {},
+        request_id=request_ids.current(),
     )
     db.session.add(event)
     return event

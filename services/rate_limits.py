@@ -88,12 +88,53 @@ class _Memory:
             return results
 
 
+class _FirstHitMemory:
+    """This worker's counters whose window starts at their first hit: {name: (count, end)}."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, tuple[int, float]] = {}
+        self.lock = threading.Lock()
+        self.next_prune = 0.0
+
+    def add(self, name: str, seconds: int, amount: int, now: float) -> tuple[int, float]:
+        with self.lock:
+            if now >= self.next_prune:
+                self.next_prune = now + PRUNE_SECONDS
+                for stale in [k for k, (_, end) in self.counts.items() if end <= now]:
+                    del self.counts[stale]
+            count, end = self.counts.get(name, (0, 0.0))
+            if end <= now:
+                if amount <= 0:
+                    return 0, now + seconds  # nothing counted: nothing to give back
+                count, end = 0, now + seconds
+            count = max(0, count + amount)
+            self.counts[name] = (count, end)
+            return count, end
+
+
+# A refund (or a look, with 0) of a first-hit window, only while it runs, never below zero.
+_GIVE_BACK = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and tonumber(ARGV[1]) > 0 and count > 0 then
+  count = redis.call('DECRBY', KEYS[1], math.min(count, tonumber(ARGV[1])))
+end
+return {count, ttl}
+"""
+
+
+def _decision(window: Window, count: int, reset: float) -> Decision:
+    allowed = count <= window.amount
+    return Decision(allowed, window.amount, max(0, window.amount - count), int(reset))
+
+
 class RateLimits:
     """One app's counters: Redis when its storage URI names one, else memory."""
 
     def __init__(self, storage_uri: str, prefix: str, config) -> None:
         self.prefix = prefix or "keysmith"
         self.memory = _Memory()
+        self.first_hit_memory = _FirstHitMemory()
         self.redis = None
         if storage_uri.startswith(("redis://", "rediss://")):
             from extensions import redis_client
@@ -113,22 +154,62 @@ class RateLimits:
         if first:
             log.warning("Rate limit storage unreachable: counting in this worker's memory")
 
-    def _count(self, key: str, windows: tuple[Window, ...], amount: int, now: float) -> list[int]:
+    def _count(
+        self,
+        key: str,
+        windows: tuple[Window, ...],
+        amount: int,
+        now: float,
+        namespace: str = "api-limit",
+    ) -> list[int]:
         # Keyed by the amount too, as Flask-Limiter does: a changed limit starts afresh.
         slots = [
-            (f"{key}:{w.amount}", w.seconds, int(now // w.seconds) * w.seconds) for w in windows
+            (f"{namespace}:{key}:{w.amount}", w.seconds, int(now // w.seconds) * w.seconds)
+            for w in windows
         ]
         if self._redis_usable():
             try:
                 pipe = self.redis.pipeline(transaction=False)  # type: ignore[union-attr]
                 for name, seconds, start in slots:
-                    redis_key = f"{self.prefix}:api-limit:{name}:{seconds}:{start}"
+                    redis_key = f"{self.prefix}:{name}:{seconds}:{start}"
                     pipe.incrby(redis_key, amount)
                     pipe.expire(redis_key, seconds + 1)
                 return [int(n) for n in pipe.execute()[0::2]]
             except Exception:  # redis-py's errors (timeouts, refused, reset) vary
                 self._redis_failed()
         return self.memory.add(slots, amount, now)
+
+    def count(
+        self, namespace: str, key: str, window: Window, amount: int = 1, *, now: float
+    ) -> Decision:
+        """Add `amount` (1 a hit, -1 a refund, 0 a look) to a limit we count by hand (the
+        sign-in throttle and the like); the decision after it.
+
+        Its window starts at the first hit and lasts `window.seconds` (as Flask-Limiter's
+        fixed window did): ten guesses at 14:29:59 are not followed by ten more at 14:30:00,
+        as windows aligned to the clock would allow. A refund never goes below zero and
+        never starts a window."""
+        name = f"{self.prefix}:{namespace}:{key}:{window.amount}:{window.seconds}"
+        if self._redis_usable():
+            try:
+                count, ttl_ms = self._count_in_redis(name, window.seconds, amount)
+                reset = now + (ttl_ms / 1000 if ttl_ms > 0 else window.seconds)
+                return _decision(window, count, reset)
+            except Exception:  # redis-py's errors (timeouts, refused, reset) vary
+                self._redis_failed()
+        count, reset = self.first_hit_memory.add(name, window.seconds, amount, now)
+        return _decision(window, count, reset)
+
+    def _count_in_redis(self, name: str, seconds: int, amount: int) -> tuple[int, int]:
+        if amount > 0:
+            pipe = self.redis.pipeline(transaction=True)  # type: ignore[union-attr]
+            pipe.set(name, 0, ex=seconds, nx=True)  # a new window, only if none runs
+            pipe.incrby(name, amount)
+            pipe.pttl(name)
+            _, count, ttl = pipe.execute()
+            return int(count), int(ttl)
+        count, ttl = self.redis.eval(_GIVE_BACK, 1, name, -amount)  # type: ignore[union-attr]
+        return int(count), int(ttl)
 
     def hit(self, key: str, limit: str, *, now: float | None = None) -> Decision | None:
         """Count one request of `key` against `limit`; None if the limit is unreadable."""

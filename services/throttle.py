@@ -1,7 +1,9 @@
 """The sign-in throttle (SPEC §3, issue 14; the exact rule is in docs/security.md).
 
-Three failure counters, in Flask-Limiter's storage (memory by default, Redis when REDIS_URL
-is set, so every worker and host agrees):
+Three failure counters, on the app's own counters (services/rate_limits.py, through
+extensions.counted_limits: memory by default, Redis when REDIS_URL is set, so every worker and
+host agrees; a slow or gone Redis falls back to this worker's memory within
+REDIS_TIMEOUT_SECONDS):
 
 - per email *and* address pair: LOGIN_THROTTLE (10 per 15 minutes);
 - per address, whatever the email: LOGIN_THROTTLE_IP (10 per 15 minutes, SPEC §3);
@@ -13,15 +15,15 @@ An attempt is counted *before* the password is checked, with the storage's atomi
 increment, and given back if the password was right: N simultaneous guesses reach bcrypt at
 most as often as the limit allows, on any number of threads and workers. Counting stops at
 the first counter that is full, so guesses refused by the pair limit never fill the email's.
+An attempt answered 503 (the database is down: no password was judged) is given back too
+(`refund_unanswered`, called by the 503 handler), so an outage never locks anyone out.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 
-from flask import current_app
+from flask import current_app, g, has_app_context
 from limits import RateLimitItem, parse
 
 from extensions import counted_limits, limit_key
@@ -35,6 +37,18 @@ class Attempt:
 
     counted: list[tuple[RateLimitItem, list[str]]] = field(default_factory=list)
     retry_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if has_app_context():  # what a 503 of this request gives back
+            g.setdefault("throttle_attempts", []).append(self)
+
+    def count(self, item: RateLimitItem, key: list[str]) -> bool:
+        """Count one hit against `item`; False (and `retry_after` set) when it is full."""
+        self.counted.append((item, key))
+        decision = counted_limits.decide(item, *key)
+        if not decision.allowed:
+            self.retry_after = decision.retry_after
+        return decision.allowed
 
     @property
     def refused(self) -> bool:
@@ -55,10 +69,7 @@ def begin(email: str, ip: str | None, *, known_device: bool = False) -> Attempt:
     """Count an attempt before its password is checked; refused when a counter is full."""
     attempt = Attempt()
     for item, key in _counters(email, ip, known_device):
-        attempt.counted.append((item, key))
-        if not counted_limits.hit(item, *key):
-            stats = counted_limits.get_window_stats(item, *key)
-            attempt.retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        if not attempt.count(item, key):
             break
     return attempt
 
@@ -66,12 +77,9 @@ def begin(email: str, ip: str | None, *, known_device: bool = False) -> Attempt:
 def begin_sign_up(ip: str | None) -> Attempt:
     """Count a sign-up from this address before the account is made (SIGNUP_THROTTLE)."""
     attempt = Attempt()
-    item = parse(current_app.config["SIGNUP_THROTTLE"])
-    key = limit_key("signups", "ip", ip or "unknown")
-    attempt.counted.append((item, key))
-    if not counted_limits.hit(item, *key):
-        stats = counted_limits.get_window_stats(item, *key)
-        attempt.retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    attempt.count(
+        parse(current_app.config["SIGNUP_THROTTLE"]), limit_key("signups", "ip", ip or "unknown")
+    )
     return attempt
 
 
@@ -81,16 +89,24 @@ def begin_webhook_send(organization_id: int) -> Attempt:
     without a bound a script could keep every worker posting for one tenant."""
     attempt = Attempt()
     item = parse(current_app.config["WEBHOOK_SEND_LIMIT"])
-    key = limit_key("webhook-sends", "org", str(organization_id))
-    attempt.counted.append((item, key))
-    if not counted_limits.hit(item, *key):
-        stats = counted_limits.get_window_stats(item, *key)
-        attempt.retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    attempt.count(item, limit_key("webhook-sends", "org", str(organization_id)))
     return attempt
 
 
 def succeeded(attempt: Attempt) -> None:
     """Give the attempt back: the password was right (only failures count), or the sign-up
     made nothing (only accounts made count)."""
-    for item, key in attempt.counted:
+    counted, attempt.counted = attempt.counted, []  # given back once, however often called
+    for item, key in counted:
         counted_limits.refund(item, *key)
+
+
+def refund_unanswered() -> None:
+    """Give back every attempt of this request: it is answered 503, nothing was judged."""
+    if not has_app_context():
+        return
+    for attempt in g.pop("throttle_attempts", []):
+        try:
+            succeeded(attempt)
+        except Exception:  # the answer is a 503 anyway; the window will pass
+            current_app.logger.warning("Could not give back a throttled attempt")

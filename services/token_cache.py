@@ -3,11 +3,15 @@
 The hot path (`services.tokens.verify`) reads a token by id. A small in-process LRU
 keeps what verification needs as a frozen `VerifiedToken`, never an ORM object, for
 at most `TOKEN_CACHE_SECONDS` (SPEC §2: ≤ 5 s). A change that may alter a token's
-verification (revoke, suspend, resume, rotate, update) is applied to this worker's
-cache right after the transaction commits, and announced to every other worker:
-with `REDIS_URL`, by bumping a version counter in Redis that each worker checks at
-most every `TOKEN_CACHE_CHECK_SECONDS`; without Redis, the short lifetime bounds
-how stale another worker's copy can be.
+verification (revoke, suspend, resume, rotate, update, a bulk UPDATE of tokens) is applied
+to this worker's cache right after the transaction commits, and announced to every other
+worker (SPEC §2: within 100 ms with Redis, 1 s on one host without):
+
+- with `REDIS_URL`, as a notice on a pub/sub channel (`<RATELIMIT_KEY_PREFIX>:token-changes`)
+  that one listener thread per worker process applies as it arrives (milliseconds);
+- always, by rewriting a small change-counter file that the workers of this host read at
+  most every `TOKEN_CACHE_CHECK_SECONDS` (0.5 s) whenever the listener is not hearing
+  Redis (no Redis, or Redis silent for 250 ms): a revoked token is refused within ~0.5 s.
 
 Beside each token, the API needs its organization and its creator's membership *now*
 (a token never does more than its creator may do). Those rows are cached the same way,
@@ -20,9 +24,13 @@ other workers are told too. A raw SQL change bypasses this; the lifetime still b
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -42,7 +50,7 @@ EXTENSION_KEY = "keysmith_token_cache"
 PENDING_KEY = "keysmith_token_invalidations"
 ACCESS_PENDING_KEY = "keysmith_access_invalidations"
 DEFAULT_MAX_ENTRIES = 10_000
-# How often a worker asks Redis whether any token changed elsewhere.
+# How often a worker reads the change counter (without Redis, or while it is silent).
 DEFAULT_CHECK_SECONDS = 0.5
 
 
@@ -284,14 +292,17 @@ class TokenCache:
 _NEVER = object()
 
 
-class RedisVersion:
-    """A version counter in Redis: bumped on every token change, polled by every worker."""
+class ChangeCounter:
+    """A small file every worker on this host shares, rewritten after each committed change
+    and read by each worker at most every `check_seconds` (the path without Redis, or while
+    Redis is unreachable): another worker forgets its cache within about that long.
 
-    def __init__(self, url: str, prefix: str, check_seconds: float, config=None) -> None:
-        from extensions import redis_client
+    Not SQLite's `PRAGMA data_version`: usage flushes write the database too, and would
+    empty every cache once a minute per worker for nothing.
+    """
 
-        self.client = redis_client(url, config or {})
-        self.key = f"{prefix}:token-cache-version"
+    def __init__(self, path: str, check_seconds: float) -> None:
+        self.path = path
         self.check_seconds = check_seconds
         self._seen: bytes | None | object = _NEVER
         self._next_check = 0.0
@@ -299,12 +310,16 @@ class RedisVersion:
 
     def bump(self) -> None:
         try:
-            self.client.incr(self.key)
-        except Exception:  # the cache lifetime still bounds staleness
-            log.warning("Could not announce a token change through Redis", exc_info=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.pwrite(fd, secrets.token_hex(16).encode(), 0)  # a new value, always
+            finally:
+                os.close(fd)
+        except OSError as error:  # the cache lifetime still bounds staleness
+            log.warning("Could not note a token change in %s: %s", self.path, _name(error))
 
     def changed_elsewhere(self, now: float) -> bool:
-        """True when the counter moved since the last check (checked at most every N s)."""
+        """True when the file changed since the last look (looked at most every N s)."""
         if now < self._next_check:
             return False
         with self._lock:
@@ -312,11 +327,12 @@ class RedisVersion:
                 return False
             self._next_check = now + self.check_seconds
             try:
-                value = self.client.get(self.key)
-            except Exception:
-                # Ask again later, not on every request; meanwhile the lifetime bounds staleness.
-                self._next_check = now + 5.0
-                log.warning("Could not read the token-change counter from Redis", exc_info=True)
+                with open(self.path, "rb") as file:
+                    value: bytes | None = file.read(64)
+            except FileNotFoundError:
+                value = None  # nothing changed since the file's directory was made
+            except OSError as error:
+                log.warning("Could not read token changes from %s: %s", self.path, _name(error))
                 return False
             # The first look only learns the value: this worker's cache started after it.
             changed = self._seen is not _NEVER and value != self._seen
@@ -324,8 +340,168 @@ class RedisVersion:
             return changed
 
 
+def changes_file(app: Flask) -> str:
+    """Beside the SQLite database (every worker that opens it shares it, whatever its
+    instance folder), else in the instance folder; TOKEN_CHANGES_FILE (app config) says
+    elsewhere."""
+    if app.config.get("TOKEN_CHANGES_FILE"):
+        return app.config["TOKEN_CHANGES_FILE"]
+    url = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return f"{url.database}-token-changes"
+    return os.path.join(app.instance_path, "token-changes")
+
+
+# -------------------------------------------------------------- notices through Redis
+
+PING_SECONDS = 0.1
+# A listener that heard nothing from Redis (its pongs included) for this long is not
+# trusted: the workers fall back on the change counter until it hears again.
+HEALTHY_SECONDS = 0.25
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class Listener:
+    """One thread per process and channel: subscribes to the change notices and applies
+    them to every Verifier of this process on that channel. Started on first use (after
+    gunicorn's fork), a daemon, reconnecting with backoff; it ends once no Verifier is left."""
+
+    def __init__(self, url: str, channel: str, config) -> None:
+        self.url, self.channel, self.config = url, channel, config
+        self.verifiers: weakref.WeakSet[Verifier] = weakref.WeakSet()
+        self.healthy_until = 0.0
+        self.thread = threading.Thread(
+            target=self._run, name=f"token-notices {channel}", daemon=True
+        )
+
+    def healthy(self, now: float) -> bool:
+        return now < self.healthy_until
+
+    def _run(self) -> None:
+        backoff, warned = PING_SECONDS, False
+        while len(self.verifiers):
+            try:
+                self._listen(reconnecting=warned)
+            except Exception as error:  # redis-py's errors (refused, timeouts, reset) vary
+                self.healthy_until = 0.0
+                if not warned:
+                    # One line, no traceback: an outage of Redis is expected (issue 16).
+                    log.warning(
+                        "Token change notices unreachable on Redis (%s): workers check the"
+                        " change counter instead, and retry",
+                        _name(error),
+                    )
+                    warned = True
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            else:
+                backoff = PING_SECONDS
+
+    def _listen(self, *, reconnecting: bool) -> None:
+        from extensions import redis_client
+
+        client = redis_client(self.url, self.config)
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(self.channel)
+            next_ping = last_heard = time.monotonic()
+            while len(self.verifiers):
+                now = time.monotonic()
+                if now >= next_ping:
+                    pubsub.ping()
+                    next_ping = now + PING_SECONDS
+                message = pubsub.get_message(timeout=max(0.0, next_ping - now))
+                now = time.monotonic()
+                if message is None:
+                    if now - last_heard > 4 * HEALTHY_SECONDS:
+                        raise TimeoutError("Redis stopped answering the listener's pings")
+                    continue
+                last_heard = now
+                kind = message["type"]
+                if kind == "subscribe" and reconnecting:
+                    # Notices sent while Redis was away are lost: forget everything once.
+                    for target in list(self.verifiers):
+                        target.clear()
+                elif kind == "message":
+                    self._apply(message["data"])
+                self.healthy_until = now + HEALTHY_SECONDS
+        finally:
+            self.healthy_until = 0.0
+            with contextlib.suppress(Exception):
+                pubsub.close()
+                client.close()
+
+    def _apply(self, data: bytes) -> None:
+        kind, _, rest = data.decode("ascii", "replace").partition(" ")
+        names = rest.split()
+        for target in list(self.verifiers):
+            if "*" in names and kind == "o":
+                target.forget_access(None)
+            elif "*" in names:
+                target.cache.clear()
+            elif kind == "o":
+                target.forget_access({int(n) for n in names if n.isdigit()})
+            elif kind == "t":
+                target.cache.invalidate(names)
+
+
+_listeners: dict[tuple[str, str], Listener] = {}
+_listeners_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    # Threads do not survive a fork, and a lock held by one of them would stay held.
+    global _listeners_lock
+    _listeners.clear()
+    _listeners_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def listener_for(verifier: Verifier, url: str, channel: str, config) -> Listener:
+    with _listeners_lock:
+        found = _listeners.get((url, channel))
+        if found is None or not found.thread.is_alive():
+            found = _listeners[(url, channel)] = Listener(url, channel, config)
+            found.verifiers.add(verifier)
+            found.thread.start()
+        else:
+            found.verifiers.add(verifier)
+        return found
+
+
+class Notices:
+    """A Verifier's side of the notices: publishes its worker's changes after they commit,
+    and listens (lazily, in this process) for everyone's."""
+
+    def __init__(self, url: str, prefix: str, config) -> None:
+        from extensions import redis_client
+
+        self.url, self.config = url, config
+        self.channel = f"{prefix}:token-changes"
+        self.client = redis_client(url, config)
+        self._listener: Listener | None = None
+        self._pid = 0
+
+    def listener(self, verifier: Verifier) -> Listener:
+        listener = self._listener
+        # A new process (a fork), or a thread that ended as this app was joining it.
+        if listener is None or self._pid != os.getpid() or not listener.thread.is_alive():
+            self._pid = os.getpid()
+            listener = self._listener = listener_for(verifier, self.url, self.channel, self.config)
+        return listener
+
+    def publish(self, kind: str, names: Any) -> None:
+        try:
+            self.client.publish(self.channel, f"{kind} {' '.join(map(str, names))}")
+        except Exception as error:  # the counter, then the cache lifetime, bound staleness
+            log.warning("Could not announce a token change through Redis: %s", _name(error))
+
+
 class Verifier:
-    """One app's cache and, with Redis, its link to the other workers."""
+    """One app's cache and its links to the other workers: notices through Redis when
+    configured, and always the change counter of this host."""
 
     def __init__(self, app: Flask) -> None:
         config = app.config
@@ -334,19 +510,25 @@ class Verifier:
         self.cache = TokenCache(ttl=ttl, max_entries=max_entries)
         # (organization id, creator's user id) -> TokenAccess
         self.access = TokenCache(ttl=ttl, max_entries=max_entries)
-        self.version: RedisVersion | None = None
+        self.counter = ChangeCounter(
+            changes_file(app),
+            float(config.get("TOKEN_CACHE_CHECK_SECONDS", DEFAULT_CHECK_SECONDS)),
+        )
+        self.notices: Notices | None = None
         if config.get("REDIS_URL"):
-            self.version = RedisVersion(
-                config["REDIS_URL"],
-                config.get("RATELIMIT_KEY_PREFIX", "keysmith"),
-                float(config.get("TOKEN_CACHE_CHECK_SECONDS", DEFAULT_CHECK_SECONDS)),
-                config,
+            self.notices = Notices(
+                config["REDIS_URL"], config.get("RATELIMIT_KEY_PREFIX", "keysmith"), config
             )
 
+    def clear(self) -> None:
+        self.cache.clear()
+        self.access.clear()
+
     def _check_elsewhere(self, now: float) -> None:
-        if self.version is not None and self.version.changed_elsewhere(now):
-            self.cache.clear()
-            self.access.clear()
+        if self.notices is not None and self.notices.listener(self).healthy(now):
+            return  # notices arrive as they are sent
+        if self.counter.changed_elsewhere(now):
+            self.clear()
 
     def load(self, token_id: str) -> VerifiedToken | None:
         now = time.monotonic()
@@ -380,16 +562,27 @@ class Verifier:
         else:
             self.access.invalidate_where(lambda key: key[0] in organization_ids)
 
-    def committed(self, token_ids: set[str]) -> None:
-        """Apply changes made by this worker: at once here, announced to the others."""
-        self.cache.invalidate(token_ids)
-        if self.version is not None:
-            self.version.bump()
+    def committed(self, token_ids: set[str] | None) -> None:
+        """Apply changes made by this worker (None: to any token): at once here, then
+        announced to the others."""
+        if token_ids is None:
+            self.cache.clear()
+        else:
+            self.cache.invalidate(token_ids)
+        self._announce("t", ["*"] if token_ids is None else sorted(token_ids))
 
     def access_committed(self, organization_ids: set[int] | None) -> None:
         self.forget_access(organization_ids)
-        if self.version is not None:
-            self.version.bump()
+        self._announce("o", ["*"] if organization_ids is None else sorted(organization_ids))
+
+    def _announce(self, kind: str, names: list) -> None:
+        self.counter.bump()
+        if self.notices is not None:
+            self.notices.publish(kind, names)
+
+
+def _name(error: Exception) -> str:
+    return type(error).__name__
 
 
 def verifier(app: Flask | None = None) -> Verifier:
@@ -412,11 +605,22 @@ def token_access(organization_id: int, user_id: int | None) -> TokenAccess | Non
 def token_changed(token: ApiToken) -> None:
     """Note a change: this worker forgets the token now (so its own session sees the
     change) and again when the transaction ends, when other workers are told too."""
-    session = db.session()
+    _tokens_changed(db.session(), {token.id})
+
+
+def _tokens_changed(session: Session, token_ids: set[str] | None) -> None:
+    if not has_app_context():
+        return
     target = verifier()
-    target.cache.invalidate({token.id})
-    pending: dict[Verifier, set[str]] = session.info.setdefault(PENDING_KEY, {})
-    pending.setdefault(target, set()).add(token.id)
+    if token_ids is None:
+        target.cache.clear()
+    else:
+        target.cache.invalidate(token_ids)
+    pending: dict[Verifier, set[str] | None] = session.info.setdefault(PENDING_KEY, {})
+    if token_ids is None or (target in pending and pending[target] is None):
+        pending[target] = None
+    else:
+        pending.setdefault(target, set()).update(token_ids)  # type: ignore[union-attr]
 
 
 _EVERY = None  # "every organization", in the pending access invalidations
@@ -453,11 +657,15 @@ def _note_access_changes(session: Session, _flush_context: Any) -> None:
 
 @sa.event.listens_for(Session, "do_orm_execute")
 def _note_bulk_access_changes(state: ORMExecuteState) -> None:
-    # An UPDATE or DELETE statement on organizations or memberships: which rows, unknown.
-    if (state.is_update or state.is_delete) and any(
-        mapper.class_ in (Organization, Membership) for mapper in state.all_mappers
-    ):
+    # An UPDATE or DELETE statement on organizations, memberships or tokens: which rows,
+    # unknown, so every one of them.
+    if not (state.is_update or state.is_delete):
+        return
+    classes = {mapper.class_ for mapper in state.all_mappers}
+    if classes & {Organization, Membership}:
         organizations_changed(state.session, _EVERY)
+    if ApiToken in classes:
+        _tokens_changed(state.session, None)
 
 
 @sa.event.listens_for(Session, "after_rollback")
@@ -465,7 +673,10 @@ def _forget_after_rollback(session: Session) -> None:
     # What was cached during the transaction may be a state that never happened.
     pending = session.info.pop(PENDING_KEY, None)
     for target, token_ids in (pending or {}).items():
-        target.cache.invalidate(token_ids)
+        if token_ids is None:
+            target.cache.clear()
+        else:
+            target.cache.invalidate(token_ids)
     for target, organization_ids in (session.info.pop(ACCESS_PENDING_KEY, None) or {}).items():
         target.forget_access(organization_ids)
 

@@ -1047,9 +1047,19 @@ def create_token_from_form(
 
 
 def rotate_token(
-    token: ApiToken, actor: Actor, *, grace_seconds: object = 0, now: datetime | None = None
+    token: ApiToken,
+    actor: Actor,
+    *,
+    grace_seconds: object = 0,
+    expires_at: datetime | None | _Unset = UNSET,
+    now: datetime | None = None,
 ) -> str:
-    """A new secret for the same token; the old one works for `grace_seconds` more."""
+    """A new secret for the same token; the old one works for `grace_seconds` more.
+
+    `expires_at` gives it a new expiry as well (GitHub's "regenerate"), within the policy
+    and the delegation ceiling. An expired token can only be rotated that way (SPEC §2),
+    and its expired secret stays dead: renewing it must not revive the old secret.
+    """
     now = now or utcnow()
     _require_manage(actor, token)
     if (
@@ -1065,6 +1075,32 @@ def rotate_token(
         )
     if token.is_revoked:
         raise TokenIsRevoked("This token is revoked, for good: it cannot be rotated.")
+    expired = token.expires_at is not None and token.expires_at <= now
+    if expired and expires_at is UNSET:
+        raise ValidationFailed(
+            details={
+                "expires_at": "This token has expired: rotating it needs a new expiry "
+                "(renew it), since a new secret would expire at once too."
+            }
+        )
+    if expired and grace_seconds:
+        raise ValidationFailed(
+            details={
+                "grace_period_seconds": "This token has expired: its old secret no longer "
+                "works, so it cannot keep working for a grace period. Choose none."
+            }
+        )
+    if expires_at is not UNSET:
+        check_expiry(actor.organization, expires_at, now)
+        check_ceiling(
+            actor,
+            actor.organization,
+            role=token.role,
+            scopes=list(token.scopes or []),
+            environment=token.environment,
+            expires_at=expires_at if expires_at != token.expires_at else UNSET,
+            target=token,
+        )
     check_within_caller(actor, token)  # the new secret is handed to the caller
     _lock_and_recheck(actor.organization, actor)
     secret = token_secrets.new_secret(token.environment, token.id)
@@ -1079,9 +1115,13 @@ def rotate_token(
         token.previous_secret_shown_to_user_id = None
         token.previous_secret_shown_to_token_id = None
     token.secret_hash = _hash(secret)
+    details: dict[str, Any] = {"grace_period_seconds": grace_seconds}
+    if expires_at is not UNSET and expires_at != token.expires_at:
+        details["expires_at"] = {"from": _iso(token.expires_at), "to": _iso(expires_at)}
+        token.expires_at = expires_at
     _shown_to(token, actor)
     _touch(token, now)
-    _record(actor, "token.rotated", token, {"grace_period_seconds": grace_seconds})
+    _record(actor, "token.rotated", token, details)
     db.session.flush()
     _changed(token)
     return secret

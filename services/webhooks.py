@@ -367,6 +367,22 @@ def roll_secret(endpoint: WebhookEndpoint, actor: Actor, *, now: datetime | None
     return secret_for(endpoint.secret_salt)
 
 
+def end_previous_secret(endpoint: WebhookEndpoint, actor: Actor) -> bool:
+    """Stop the rolled-over secret signing now, before its 24 hours (the receiver has the new
+    one, or the old one leaked). False, and nothing recorded, when none overlaps."""
+    _require_manage(actor)
+    if endpoint.previous_secret_salt is None and endpoint.previous_secret_expires_at is None:
+        return False
+    overlapped = len(signing_secrets(endpoint)) > 1
+    endpoint.previous_secret_salt = None
+    endpoint.previous_secret_expires_at = None
+    endpoint.updated_at = utcnow()
+    if overlapped:
+        _record(actor, "webhook.previous_secret_ended", endpoint, {})
+    db.session.flush()
+    return overlapped
+
+
 def reveal_secret(endpoint: WebhookEndpoint, actor: Actor) -> str:
     """The current secret again, for a person who re-entered their password (the view checks
     it); audited, since it hands out what can sign."""

@@ -67,4 +67,83 @@ document.addEventListener("htmx:load", (event) => {
   if (stale) stale.replaceWith(Object.assign(document.createElement("div"), { id: "secret-panel" }));
 });
 
+// Focus after every htmx swap (issue 20): a keyboard or screen-reader user must not land on
+// the page's body. In the new content, focus goes to the first of: an element marked
+// data-focus (the one-time secret panel, a changed row's own target), an [autofocus] field
+// (htmx focuses it itself), the Actions button of a swapped row, the swapped element.
+// What happened is said in the live region (#announcer): data-announce, else a heading.
+let swapped = [];
+document.addEventListener("htmx:beforeSwap", () => { swapped = []; });
+document.addEventListener("htmx:load", (event) => {
+  if (event.detail.elt !== document.body) swapped.push(event.detail.elt);
+});
+const FOCUSABLE = "a[href], button:not([disabled]), summary, input:not([type=hidden]), select, textarea, [tabindex]";
+function focusInto(node) {
+  const marked = node.matches("[data-focus]") ? node : node.querySelector("[data-focus]");
+  const target = marked
+    || node.querySelector("[autofocus]")
+    || (node.matches("tr") && (node.querySelector("details.menu > summary") || node.querySelector(FOCUSABLE)))
+    || node;
+  if (!target.matches(FOCUSABLE)) target.setAttribute("tabindex", "-1");
+  target.focus();
+  return target;
+}
+function announce(node) {
+  const source = node.matches("[data-announce]") ? node : node.querySelector("[data-announce]");
+  let text = source ? source.dataset.announce : "";
+  if (!text && node.matches("tr")) {
+    const cells = [node.querySelector("a, strong"), node.querySelector(".badge:not(.role):not(.hygiene)")];
+    text = cells.filter(Boolean).map((c) => c.textContent.trim()).join(": ");
+  }
+  if (!text) {
+    const heading = node.querySelector("h2, h3");
+    text = heading ? heading.textContent.trim() : "";
+  }
+  const region = document.getElementById("announcer");
+  if (region && text) {
+    region.textContent = "";
+    setTimeout(() => { region.textContent = text; }, 50); // a fresh change is read out again
+  }
+}
+document.addEventListener("htmx:afterSettle", () => {
+  const nodes = swapped.filter((n) => n.isConnected && n.nodeType === Node.ELEMENT_NODE);
+  swapped = [];
+  if (!nodes.length) return;
+  const priority = nodes.find((n) => n.matches("[data-focus]") || n.querySelector("[data-focus]"))
+    || nodes.find((n) => n.matches("[autofocus]") || n.querySelector("[autofocus]"));
+  // An answer that landed elsewhere (the rotate form above the list) closes the menu it came from.
+  document.querySelectorAll("details.menu[open]").forEach((menu) => {
+    if (!nodes.some((n) => menu.contains(n) || n.contains(menu))) menu.open = false;
+  });
+  const active = document.activeElement;
+  const lost = !active || active === document.body || !active.isConnected;
+  if (priority) {
+    if (!priority.contains(document.activeElement)) focusInto(priority);
+    announce(priority);
+  } else if (lost) {
+    const node = nodes[nodes.length - 1]; // out-of-band pieces swap first, the main one last
+    focusInto(node);
+    announce(node);
+  }
+});
+
+// A whole page that answers with a one-time secret or link (a plain form post, without
+// htmx) puts the focus on it too, unless a field asked for the focus itself.
+document.addEventListener("DOMContentLoaded", () => {
+  const marked = document.querySelector("#main [data-focus]");
+  if (marked && !document.querySelector("[autofocus]")) focusInto(marked);
+});
+
+// Escape closes the menu or disclosure that holds the focus (the Actions menu, the
+// organization switcher, a Revoke… confirmation) and gives focus back to its button.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented) return;
+  const open = document.activeElement && document.activeElement.closest("details[open]");
+  if (!open) return;
+  open.open = false;
+  const summary = open.querySelector(":scope > summary");
+  if (summary) summary.focus();
+  event.preventDefault();
+});
+
 document.documentElement.classList.remove("no-js");

@@ -115,3 +115,20 @@ def test_a_double_clicked_sign_up_makes_one_account_and_never_a_500(app, db):
     assert all(status == 400 for status in statuses if status != 302), statuses
     db.session.expire_all()
     assert _count(db, User) == 1
+
+
+@pytest.mark.parametrize("app_config", [{"MAX_OWNED_ORGANIZATIONS": 3}])
+def test_one_person_cannot_start_organizations_without_end(client, make_org, make_user, db):
+    """A stranger who signs up must not fill the database with organizations (each with
+    its own policy and audit log); the refusal keeps what was typed and says why."""
+    owner = make_user("owner@example.com")
+    make_org(owner=owner)
+    client.sign_in(owner.email)
+    for n in (2, 3):
+        made = client.form("/organizations/new", {"name": f"Org {n}"}, page="/organizations/new")
+        assert made.status_code == 302
+    refused = client.form("/organizations/new", {"name": "Org 4"}, page="/organizations/new")
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 400
+    assert "You already own 3 organizations" in html and 'value="Org 4"' in html
+    assert _count(db, Organization) == 3

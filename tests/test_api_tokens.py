@@ -583,6 +583,70 @@ def test_rotate_refuses_a_bad_grace_period(client, org, caller, make_token, grac
     assert "grace_period_seconds" in response.get_json()["error"]["details"]
 
 
+def _expire(db, token):
+    token.expires_at = utcnow() - timedelta(hours=1)
+    db.session.commit()
+
+
+def test_rotating_an_expired_token_without_a_new_expiry_is_refused(
+    client, db, org, caller, make_token
+):
+    """SPEC §2: an expired token is renewed with a new expiry, never rotated into a secret
+    that gets token_expired while the answer says the old one keeps working."""
+    token, old = make_token(org, name="r", expires_in_days=30)
+    _expire(db, token)
+    response = client.post(
+        f"{API}/api_tokens/{token.id}/rotate",
+        json={"grace_period_seconds": 3600},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert "expired" in error["details"]["expires_at"]
+    assert error_code(_get(client, old, "/whoami")) == "token_expired"  # nothing changed
+
+
+def test_a_token_cannot_renew_an_expired_token_since_that_lengthens_its_expiry(
+    client, db, org, caller, make_token
+):
+    token, _ = make_token(org, name="r", expires_in_days=30)
+    _expire(db, token)
+    response = client.post(
+        f"{API}/api_tokens/{token.id}/rotate",
+        json={"expires_in_days": 30},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 403
+    assert error_code(response) == "insufficient_scope"
+    assert "expires_at" in response.get_json()["error"]["details"]
+
+
+def test_rotate_may_shorten_the_expiry(client, db, org, caller, make_token):
+    token, _ = make_token(org, name="r", expires_in_days=30)
+    response = client.post(
+        f"{API}/api_tokens/{token.id}/rotate",
+        json={"expires_in_days": 7, "grace_period_seconds": 3600},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    expires = response.get_json()["expires_at"]
+    db.session.expire_all()
+    assert db.session.get(ApiToken, token.id).expires_at < utcnow() + timedelta(days=8)
+    assert expires.endswith("Z")
+
+
+def test_rotate_refuses_both_expiry_fields(client, org, caller, make_token):
+    token, _ = make_token(org, name="r", expires_in_days=30)
+    response = client.post(
+        f"{API}/api_tokens/{token.id}/rotate",
+        json={"expires_in_days": 7, "expires_at": "2099-01-01T00:00:00Z"},
+        headers=bearer(caller[1]),
+    )
+    assert response.status_code == 400
+    assert set(response.get_json()["error"]["details"]) >= {"expires_at", "expires_in_days"}
+
+
 # ---------------------------------------------------------------- audit events
 
 

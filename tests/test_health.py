@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -90,3 +93,27 @@ def test_a_signed_in_person_gets_the_503_page_when_the_database_goes(tmp_path):
             assert "cannot reach its database" in response.get_data(as_text=True)
         posted = client.post("/connections/api-tokens", data={"name": "x"})
         assert posted.status_code == 503
+
+
+def test_healthz_answers_head_and_leaves_other_methods_to_flask(client):
+    head = client.head("/healthz")
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Type"] == "application/json"
+    assert head.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.post("/healthz").status_code == 405
+
+
+def test_healthz_survives_a_pooled_connection_the_database_closed(app, client, db, backend):
+    if backend != "postgresql":
+        pytest.skip("a file has no server to close the connection")
+    assert client.get("/healthz").status_code == 200  # its pool holds a connection now
+    with db.engine.connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}

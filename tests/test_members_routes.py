@@ -100,7 +100,7 @@ def test_members_page_lists_people_tokens_and_invites(client, db, team, make_tok
     row = re.search(rf'<tr id="member-{people["target"].id}".*?</tr>', html, re.S).group(0)
     assert "Tess Target" in row and "target@example.com" in row
     assert '<span class="num">2</span>' in row
-    assert "pending@example.com" in html and "Cancel" in html
+    assert "pending@example.com" in html and "Revoke invite" in html
     assert "<time" in row  # joined, relative with exact title
 
 
@@ -341,7 +341,7 @@ def test_admin_cannot_cancel_an_owner_invite(app, client, db, team):
     invite = db.session.scalar(sa.select(Invite))
     client.sign_in("admin@example.com")
     html = client.get("/settings/members").get_data(as_text=True)
-    assert "co@example.com" in html and "Cancel invite for co@example.com" not in html
+    assert "co@example.com" in html and "Revoke invite for co@example.com" not in html
     response = client.form(
         f"/settings/members/invites/{invite.id}/cancel", page="/settings/members"
     )

@@ -71,3 +71,25 @@ def test_every_redis_client_has_the_shared_timeouts(app):
     options = redis_options(app.config)
     assert options["socket_timeout"] == options["socket_connect_timeout"] == 0.25
     assert app.config["RATELIMIT_STORAGE_OPTIONS"]["socket_timeout"] == 0.25
+
+
+def test_failed_sign_ins_from_many_threads_answer_while_redis_never_replies(
+    app, make_org, make_user
+):
+    """The sign-in throttle falls back to memory too, on every thread at once, never a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_org(owner=make_user("ada@example.com"))
+
+    def fail(i: int) -> int:
+        client = app.test_client()
+        with app.app_context():
+            html = client.get("/login").get_data(as_text=True)
+        token = html.split('name="csrf_token"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+        data = {"email": "ada@example.com", "password": "not it at all", "csrf_token": token}
+        environ = {"REMOTE_ADDR": f"10.9.0.{i}"}
+        return client.post("/login", data=data, environ_base=environ).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = _within_bound(lambda: list(pool.map(fail, range(16))))
+    assert set(statuses) <= {401, 429} and statuses.count(401) >= 10

@@ -149,3 +149,31 @@ def test_invites_and_two_factor_changes_ask_again_too(client, db, make_org, make
         "/settings/account/two-factor/disable", {"current_password": PASSWORD}, page=setup
     )
     assert "Confirm access" in disable.get_data(as_text=True)
+
+
+def test_a_confirmation_from_a_stale_tab_does_not_land_in_another_organization(
+    client, db, make_org, make_user
+):
+    """Asked to confirm in organization A (htmx, whose header named A), the person switches
+    to B in another tab, then confirms in the first: the change must not be made in B."""
+    ada = make_user(email="ada@example.com")
+    first = make_org(owner=ada, name="First")
+    second = make_org(owner=ada, name="Second")
+    client.sign_in("ada@example.com")
+    token = client.csrf_token(POLICY)
+    client.post(f"/organizations/{first.id}/switch", data={"csrf_token": token})
+    _long_ago(db)
+    asked = client.post(
+        POLICY,
+        data={**_policy(max_live_tokens="7"), "csrf_token": token},
+        headers={"HX-Request": "true", "X-Keysmith-Org": str(first.id)},
+    )
+    assert "Confirm access" in asked.get_data(as_text=True)
+    carried = _hidden(asked.get_data(as_text=True))
+    client.post(f"/organizations/{second.id}/switch", data={"csrf_token": token})
+
+    stale = client.post(POLICY, data={**carried, "sudo_password": PASSWORD})
+    assert stale.status_code == 409
+    db.session.expire_all()
+    assert db.session.get(Organization, second.id).max_live_tokens == 100
+    assert db.session.get(Organization, first.id).max_live_tokens == 100

@@ -2,6 +2,7 @@
 TEST_REDIS_URL is set. The rule is in docs/security.md: per email and address pair, per
 address, and a looser per email that a browser which signed in before is not held back by."""
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -135,13 +136,12 @@ def test_parallel_guesses_are_counted_before_the_password_is_checked(
 
 
 def _stored_keys() -> list[str]:
-    from extensions import limiter
+    from services.rate_limits import rate_limits
 
-    storage = limiter.limiter.storage
-    backend = storage.storage  # a Counter in memory, the client on Redis
-    if isinstance(backend, dict):
-        return [*backend, *getattr(storage, "events", {})]
-    return [key.decode() for key in backend.scan_iter("*signin-failures*")]
+    limits = rate_limits()
+    if limits.redis is None:
+        return list(limits.first_hit_memory.counts)
+    return [key.decode() for key in limits.redis.scan_iter("*signin-failures*")]
 
 
 def test_failures_are_counted_under_the_deployment_key_prefix(app, client, make_user):
@@ -154,3 +154,33 @@ def test_failures_are_counted_under_the_deployment_key_prefix(app, client, make_
     (prefix,) = limit_key()
     keys = [key for key in _stored_keys() if email in key]
     assert keys and all(f"{prefix}/signin-failures/email/{email}" in key for key in keys)
+
+
+def test_counting_in_memory_starts_no_thread(app, client, make_user):
+    """The `limits` in-memory storage ran an expiry thread that logged KeyError tracebacks
+    under load (issue 16); our counters prune as windows pass, on the caller's thread."""
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    for i in range(5):
+        _fail(client, f"nobody-{i}@example.com", ip=f"10.6.6.{i}")
+    started = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert [name for name in started if "usage" not in name] == []
+
+
+def test_a_window_starts_at_the_first_failure_not_at_the_clock(app):
+    """Windows aligned to the clock would let ten guesses at 14:29:59 be followed by ten
+    more at 14:30:00; the window of a counted limit runs from its first hit."""
+    from limits import parse
+
+    from extensions import counted_limits
+
+    item = parse("10 per 15 minutes")
+    key = ("window-test", uuid.uuid4().hex)
+    boundary = (int(time.time() // 900) + 1) * 900  # the next quarter hour of the clock
+    assert all(counted_limits.hit(item, *key, now=boundary - 1) for _ in range(10))
+    assert not counted_limits.hit(item, *key, now=boundary + 1)
+    # A refund gives one back, and never goes below zero.
+    for _ in range(20):
+        counted_limits.refund(item, *key)
+    assert counted_limits.get_window_stats(item, *key).remaining == 10

@@ -433,7 +433,7 @@ def test_every_action_is_in_the_audit_log_with_who_where_and_how(signed_in, owne
     signed_in.form(PAGE, create_form(), page=PAGE)
     (token,) = live_tokens(db)
     for name, data in [
-        ("rotate", {"grace_period_seconds": "0"}),
+        ("rotate", {"grace_period_seconds": "0", "stop_old_secret": "y"}),
         ("rename", {"name": "renamed"}),
         ("suspend", {}),
         ("resume", {}),
@@ -479,11 +479,11 @@ def test_token_page_shows_metadata_chart_and_events(signed_in, token, db):
     assert f"{(today - timedelta(days=3)).isoformat()}: 7 requests" in html
     assert "49 in all" in html
     assert "token.created" in html
-    assert "<code>1000/minute;100/second</code>" in html and "the key policy’s default" in html
+    assert "1,000 a minute, bursts of 100 a second" in html and "the key policy’s default" in html
     token.rate_limit = "5/second"
     db.session.commit()
     html = signed_in.get(f"{PAGE}/{token.id}").get_data(as_text=True)
-    assert "<code>5/second</code>" in html and "its own" in html
+    assert ">5 a second</span>" in html and "its own" in html
 
 
 def test_token_page_and_allowlist_of_another_environment_are_404(signed_in, token, db):

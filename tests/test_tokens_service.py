@@ -230,6 +230,64 @@ def test_grace_choices_of_the_page(org):
         tokens.grace_from_choice("60")
 
 
+def _expired_token(db, org, owner):
+    token, old = create(org, owner)
+    token.expires_at = utcnow() - timedelta(days=1)
+    db.session.flush()
+    return token, old
+
+
+def test_an_expired_token_is_not_rotated_without_a_new_expiry(db, org, owner):
+    """SPEC §2: an expired token can only be rotated with a new expiry; a plain rotation
+    would hand out a secret that gets token_expired, and say the old one keeps working."""
+    token, _ = _expired_token(db, org, owner)
+    hash_before = token.secret_hash
+    with pytest.raises(ValidationFailed) as info:
+        tokens.rotate_token(token, owner, grace_seconds=0)
+    assert "expires_at" in info.value.details
+    assert "expired" in info.value.details["expires_at"]
+    assert token.secret_hash == hash_before
+
+
+def test_an_expired_token_is_renewed_with_a_new_expiry_and_its_old_secret_stays_dead(
+    db, org, owner
+):
+    token, old = _expired_token(db, org, owner)
+    now = utcnow()
+    new_expiry = now + timedelta(days=30)
+    new = tokens.rotate_token(token, owner, grace_seconds=0, expires_at=new_expiry, now=now)
+    db.session.commit()
+    assert token.expires_at == new_expiry
+    assert token.previous_secret_expires_at is None
+    assert tokens.verify(new).id == token.id
+    with pytest.raises(AuthFailed):
+        tokens.verify(old)  # renewing must not revive the expired secret
+    rotated = events(db, token)[-1]
+    assert rotated.action == "token.rotated"
+    assert rotated.details["expires_at"]["to"].startswith(new_expiry.strftime("%Y-%m-%dT%H:%M"))
+
+
+def test_an_expired_token_cannot_keep_its_old_secret_for_a_grace(db, org, owner):
+    token, _ = _expired_token(db, org, owner)
+    with pytest.raises(ValidationFailed) as info:
+        tokens.rotate_token(
+            token, owner, grace_seconds=3600, expires_at=utcnow() + timedelta(days=30)
+        )
+    assert "grace_period_seconds" in info.value.details
+
+
+def test_rotation_may_give_a_new_expiry_within_the_policy(db, org, owner):
+    token, old = create(org, owner)
+    later = utcnow() + timedelta(days=60)
+    tokens.rotate_token(token, owner, grace_seconds=3600, expires_at=later)
+    assert token.expires_at == later
+    assert tokens.verify(old).id == token.id  # a live token's grace still applies
+    org.max_lifetime_days = 90
+    with pytest.raises(ValidationFailed) as info:
+        tokens.rotate_token(token, owner, expires_at=utcnow() + timedelta(days=400))
+    assert "expires_at" in info.value.details
+
+
 def test_a_revoked_token_cannot_be_rotated_or_changed(db, org, owner):
     token, _ = create(org, owner)
     tokens.revoke_token(token, owner)

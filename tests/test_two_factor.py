@@ -134,6 +134,30 @@ def test_turning_it_off_needs_the_password(app, client, db, make_org, make_user)
     client.sign_in("ada@example.com")  # the password alone again
 
 
+def test_a_password_step_is_void_once_the_password_changes(app, client, db, make_org, make_user):
+    """Someone who learnt the old password and reached the code step must not finish it
+    after the owner (or an operator) changed the password: the step belongs to a password."""
+    from services import accounts
+
+    owner = make_user(email="ada@example.com")
+    make_org(owner=owner)
+    client.sign_in("ada@example.com")
+    totp, _codes = _enrol(client)
+    client.form("/logout", page="/settings/account")
+    step = _password_step(client)
+    assert step.status_code == 302 and step.headers["Location"] == "/login/two-factor"
+    accounts.set_password(
+        db.session.get(type(owner), owner.id), "a new and long passphrase 7", via="test"
+    )
+    db.session.commit()
+    html = client.get("/login").get_data(as_text=True)  # the session's CSRF token
+    csrf = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+    late = client.post("/login/two-factor", data={"code": _next_code(totp), "csrf_token": csrf})
+    assert late.status_code == 302 and late.headers["Location"] == "/login"
+    assert client.get("/login/two-factor").headers["Location"] == "/login"
+    assert client.get(PAGE).status_code == 302  # not signed in
+
+
 def test_an_operator_can_turn_it_off(app, client, db, make_org, make_user):
     make_org(owner=make_user(email="ada@example.com"))
     client.sign_in("ada@example.com")

@@ -107,7 +107,7 @@ def test_members_and_viewers_see_neither_urls_nor_secrets(
     assert client.form(PAGE, {"url": URL, "events": ["token.created"]}, page=PAGE).status_code == (
         403
     )
-    for action in ("roll", "reveal", "test", "delete"):
+    for action in ("roll", "end-overlap", "reveal", "test", "delete"):
         assert client.form(f"{PAGE}/{endpoint.id}/{action}", page=PAGE).status_code == 403
     assert "very-secret-path" not in html(client.get("/connections/audit-log"))
 
@@ -165,6 +165,28 @@ def test_rolling_shows_the_new_secret_and_how_long_the_old_one_signs(
     assert re.search(r'<input checked[^>]*name="enabled"', text)
 
 
+def test_the_previous_secret_can_be_stopped_before_its_24_hours(client, db, org, owner, endpoint):
+    """Rolled because the old secret leaked: the owner stops it signing at once, audited."""
+    from models import AuditEvent
+
+    client.sign_in(owner.email)
+    page = f"{PAGE}/{endpoint.id}"
+    assert "Stop the previous secret now" not in html(client.get(page))  # nothing overlaps
+    new = _secret(html(client.form(f"{page}/roll", page=PAGE)))
+    assert "Stop the previous secret now" in html(client.get(page))
+    ended = client.form(f"{page}/end-overlap", page=page)
+    assert ended.status_code == 303 and ended.headers["Location"].endswith(page)
+    db.session.expire_all()
+    assert webhooks.signing_secrets(db.session.get(WebhookEndpoint, endpoint.id)) == [new]
+    after = html(client.get(page))
+    assert "The previous secret no longer signs" in after and "signs too until" not in after
+    actions = db.session.scalars(sa.select(AuditEvent.action)).all()
+    assert actions.count("webhook.previous_secret_ended") == 1
+    client.form(f"{page}/end-overlap", page=page)  # again: nothing to end, nothing recorded
+    actions = db.session.scalars(sa.select(AuditEvent.action)).all()
+    assert actions.count("webhook.previous_secret_ended") == 1
+
+
 def test_send_test_event_and_redeliver_inline_and_without_javascript(
     client, db, org, owner, endpoint
 ):
@@ -220,7 +242,7 @@ def test_owners_and_admins_see_a_banner_for_a_failing_endpoint(
     assert "failed for 3 days" not in html(client.get("/connections/api-tokens"))
 
 
-@pytest.mark.parametrize("action", ["add", "update", "roll", "delete"])
+@pytest.mark.parametrize("action", ["add", "update", "roll", "end-overlap", "delete"])
 def test_changing_webhooks_asks_for_the_password_after_ten_minutes(
     client, db, org, owner, endpoint, action
 ):
@@ -240,6 +262,7 @@ def test_changing_webhooks_asks_for_the_password_after_ten_minutes(
         "add": (PAGE, {"url": URL + "/2", "events": ["token.created"]}),
         "update": (f"{PAGE}/{endpoint.id}", {"url": URL, "events": ["token.revoked"]}),
         "roll": (f"{PAGE}/{endpoint.id}/roll", {}),
+        "end-overlap": (f"{PAGE}/{endpoint.id}/end-overlap", {}),
         "delete": (f"{PAGE}/{endpoint.id}/delete", {}),
     }[action]
     asked = client.form(url, data, page=PAGE)

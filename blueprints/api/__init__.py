@@ -2,6 +2,7 @@
 
 from flask import Blueprint
 
+from blueprints.api import cors as api_cors
 from blueprints.api import session as api_session
 from extensions import csrf
 
@@ -11,5 +12,6 @@ csrf.exempt(bp)  # bearer tokens, never cookies, authenticate the API
 # counted by blueprints/api/limits.py, not Flask-Limiter.
 # No session cookie is read or written on the API.
 bp.record_once(lambda state: api_session.init_app(state.app))
+bp.record_once(lambda state: api_cors.init_app(state.app))  # CORS_ORIGINS; off by default
 
 from blueprints.api import limits, views  # noqa: E402, F401  (routes and hooks register on bp)

@@ -35,7 +35,14 @@ def presented_secret() -> str | None:
 
     None when no credentials are sent at all; "" when a header is there but unreadable.
     """
-    if request.headers.get("Authorization"):
+    header = request.environ.get("HTTP_AUTHORIZATION")
+    if header:
+        # The common case without werkzeug's parser, read exactly as it would read it.
+        scheme, _, rest = header.partition(" ")
+        if scheme.lower() == "bearer":
+            rest = rest.strip(" \t")
+            if "=" not in rest.rstrip("="):
+                return rest.strip()
         try:
             auth = request.authorization
         except (ValueError, UnicodeError):  # e.g. non-ASCII bytes where base64 should be

@@ -7,9 +7,10 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
+from blueprints.last_resort import is_database_outage
 from services.errors import AuthFailed, DomainError
 
 _HTTP_CODES = {
@@ -72,6 +73,9 @@ def response_for(error: Exception):
         return response
     if isinstance(error, CSRFError):
         return api_error("validation_error", 400, "Missing or invalid CSRF token.")
+    original = getattr(error, "original_exception", None)
+    if isinstance(error, HTTPException) and original is not None and is_database_outage(original):
+        error = original  # an outage after the view (a 500 wrapping it) is a 503 too
     if isinstance(error, HTTPException):
         status = error.code or 500
         code = _HTTP_CODES.get(status, "validation_error" if status < 500 else "internal_error")
@@ -84,8 +88,7 @@ def response_for(error: Exception):
     if isinstance(error, DataError):  # the database refused a value the client sent
         current_app.logger.warning("Database refused a value: %s", type(error.orig).__name__)
         return api_error("validation_error", 400, "A value in the request cannot be stored.")
-    if isinstance(error, OperationalError | InterfaceError):
-        current_app.logger.error("Database unavailable: %s", type(error).__name__)
+    if is_database_outage(error):  # logged once, by the app's handler (blueprints/web.py)
         return api_error("unavailable", 503, _HTTP_MESSAGES[503], headers={"Retry-After": "5"})
     current_app.logger.exception("Unhandled API error")
     return api_error("internal_error", 500, _HTTP_MESSAGES[500])

@@ -119,6 +119,11 @@ def _limit_headers(response: Response) -> None:
             decision = Decision(True, decision.amount, decision.remaining + 1, decision.reset)
     if decision is None:
         return
-    response.headers["X-RateLimit-Limit"] = str(decision.amount)
-    response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
-    response.headers["X-RateLimit-Reset"] = str(decision.reset)
+    # Only this hook sets them: added, not set (no search for an earlier value).
+    response.headers.extend(
+        (
+            ("X-RateLimit-Limit", str(decision.amount)),
+            ("X-RateLimit-Remaining", str(decision.remaining)),
+            ("X-RateLimit-Reset", str(decision.reset)),
+        )
+    )

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +42,7 @@ TokenType = Literal[TOKEN_TYPES]  # type: ignore[valid-type]
 Status = Literal["active", "inactive", "expired", "revoked"]
 MAX_PAGE = 100
 MAX_OFFSET = 2**31 - 1
+MAX_USAGE_DAYS = 90
 EXPIRY_FIELDS = ("expires_at", "expires_in_days")
 
 # Unicode's control characters (category Cc), as a character class that JSON Schema,
@@ -51,6 +52,9 @@ PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*$"
 # A name, once trimmed: not blank, no control characters (services.tokens.normalize_name
 # also refuses invisible formatting characters, which no portable pattern can list).
 NAME_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
+# What services.tokens refuses in a name, since it would read as a person's email (it also
+# checks the NFKC form: a fullwidth ＠ counts, which this pattern does not see).
+EMAIL_LIKE_PATTERN = r"[^\s@]@[^\s@]"
 # A whole secret, as secret scanners find it (services.secrets.TOKEN_PATTERN in free text).
 SECRET_PATTERN = f"^{TOKEN_REGEX}$"
 # A rate limit in the plain form of Flask-Limiter's syntax ("100/minute;10/second",
@@ -128,7 +132,9 @@ Name = Annotated[
     AfterValidator(lambda name: _field_error(lambda: token_service.normalize_name(name))),
     Field(
         description=f"1-{NAME_MAX} characters once trimmed, without control or invisible "
-        "formatting characters; unique among the live tokens of the environment."
+        "formatting characters, not reading as an email address (no @ between two other "
+        "characters, fullwidth ＠ included); unique among the live tokens of the environment.",
+        json_schema_extra={"not": {"pattern": EMAIL_LIKE_PATTERN}},
     ),
 ]
 ExpiresAt = Annotated[
@@ -155,11 +161,12 @@ IpEntry = Annotated[
         # What the document can say of it; an IPv6 range (2001:db8::/32) is accepted too.
         json_schema_extra={
             "anyOf": [
-                {"format": "ipv4"},
-                {"format": "ipv6"},
+                {"type": "string", "format": "ipv4"},
+                {"type": "string", "format": "ipv6"},
                 {
+                    "type": "string",
                     "pattern": r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
-                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(?:3[0-2]|[12]?[0-9])$"
+                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(?:3[0-2]|[12]?[0-9])$",
                 },
             ]
         },
@@ -191,6 +198,7 @@ RateLimit = Annotated[
         "organization's default (the key policy)."
     ),
 ]
+ROLE_ALIAS = "recorder is accepted as another name for writer."
 SCOPES_DESCRIPTION = (
     "Narrows the role; empty means all the role allows. "
     "Only scopes of the role: a viewer has no tokens:write."
@@ -204,6 +212,11 @@ class _Input(BaseModel):
     def conflicts(cls, data: dict[str, Any]) -> dict[str, str]:
         """Fields that may not be sent together, as {field: what is wrong}."""
         return {}
+
+    @classmethod
+    def accepts_null(cls, field: str) -> bool:
+        info = cls.model_fields.get(field)
+        return info is None or type(None) in get_args(info.annotation)
 
 
 # ---------------------------------------------------------------- requests
@@ -223,16 +236,22 @@ class TokenCreate(_Input):
         }
     )
 
+    # A field that may be left out but has no meaning as null is typed without None and
+    # defaults to None: absent is fine, an explicit null is refused (the document says so).
     name: Name
-    role: Role = "viewer"
-    scopes: list[Scope] | None = Field(default=None, description=SCOPES_DESCRIPTION)
-    type: TokenType = "generic"
-    environment: Environment | None = Field(
+    role: Role = Field(default="viewer", description="Default: viewer. " + ROLE_ALIAS)
+    scopes: list[Scope] = Field(default=None, description=SCOPES_DESCRIPTION)  # type: ignore[assignment]
+    type: TokenType = Field(default="generic", description="Default: generic.")
+    environment: Environment = Field(  # type: ignore[assignment]
         default=None, description="Defaults to the calling token's; may not differ from it."
     )
     expires_at: ExpiresAt = None
-    expires_in_days: ExpiresInDays | None = None
-    allowed_ips: AllowedIps = None
+    expires_in_days: ExpiresInDays = None  # type: ignore[assignment]
+    allowed_ips: AllowedIps = Field(
+        default=None,
+        description="Addresses or CIDR ranges the token may be used from; null or empty "
+        "means anywhere. Absent: the calling token's own allowlist, if it has one.",
+    )
     rate_limit: RateLimit = None
 
     @field_validator("scopes")
@@ -248,12 +267,18 @@ class TokenCreate(_Input):
 
 
 class TokenUpdate(_Input):
-    """Change any of these; what is not sent stays as it is (PUT and PATCH alike)."""
+    """Change any of these; a field not sent stays as it is (PUT and PATCH alike), so
+    `{"active": false}` suspends and changes nothing else. An explicit `null` clears where
+    that means something: `expires_at` (never expires, where the policy allows it),
+    `scopes` (all the role allows), `allowed_ips` (anywhere), `rate_limit` (the policy's
+    default); `name`, `active` and `role` cannot be null."""
 
-    name: Name | None = None
-    active: bool | None = None
-    role: Role | None = None
-    scopes: list[Scope] | None = Field(default=None, description=SCOPES_DESCRIPTION)
+    name: Name = None  # type: ignore[assignment]
+    active: bool = None  # type: ignore[assignment]
+    role: Role = Field(default=None, description=ROLE_ALIAS)  # type: ignore[assignment]
+    scopes: list[Scope] | None = Field(
+        default=None, description=SCOPES_DESCRIPTION + " null: all the role allows."
+    )
     expires_at: ExpiresAt = None
     allowed_ips: AllowedIps = None
     rate_limit: RateLimit = None
@@ -268,12 +293,23 @@ class TokenUpdate(_Input):
 
 
 class TokenRotate(_Input):
+    """A new secret; optionally a new expiry too (GitHub's "regenerate"). An expired token
+    can only be rotated with a new expiry, and then without a grace period."""
+
+    model_config = TokenCreate.model_config  # at most one of the two expiry fields
     grace_period_seconds: int = Field(
         default=0,
         ge=0,
         le=MAX_GRACE_SECONDS,
-        description="How long the old secret keeps working (0 to 604800 seconds).",
+        description="How long the old secret keeps working (0 to 604800 seconds); "
+        "default 0: it stops at once.",
     )
+    expires_at: ExpiresAt = None
+    expires_in_days: ExpiresInDays = None  # type: ignore[assignment]  (absent, never null)
+
+    @classmethod
+    def conflicts(cls, data: dict[str, Any]) -> dict[str, str]:
+        return TokenCreate.conflicts(data)
 
 
 STARTING_AFTER = (
@@ -303,6 +339,20 @@ class AuditListQuery(_Input):
     starting_after: int | None = Field(default=None, ge=1, le=2**63 - 1, description=STARTING_AFTER)
     action: Text | None = Field(default=None, max_length=40)
     target_id: Text | None = Field(default=None, max_length=40)
+
+
+class MemberListQuery(_Input):
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    length: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+
+
+class UsageQuery(_Input):
+    days: int = Field(
+        default=token_service.USAGE_DAYS,
+        ge=1,
+        le=MAX_USAGE_DAYS,
+        description=f"How many days, today included (at most {MAX_USAGE_DAYS}).",
+    )
 
 
 # ---------------------------------------------------------------- responses
@@ -374,12 +424,43 @@ class AuditEvent(BaseModel):
     ip: str | None
     user_agent: str | None
     details: dict[str, Any]
+    request_id: str | None = Field(
+        description="The X-Request-Id of the request that caused it (null before it was kept, "
+        "and for what no request caused)."
+    )
     created_at: DateTimeText
 
 
 class AuditEventList(BaseModel):
     query: Query
     audit_events: list[AuditEvent]
+
+
+class Member(BaseModel):
+    """A person in the organization. Never a password, a session or a two-factor secret."""
+
+    id: int = Field(description="The membership's id (what the members page links to).")
+    email: str
+    name: str
+    role: Literal["owner", "admin", "member", "viewer"]
+    joined_at: DateTimeText
+
+
+class MemberList(BaseModel):
+    query: Query
+    members: list[Member]
+
+
+class UsageDay(BaseModel):
+    date: str = Field(json_schema_extra={"format": "date"}, description="A UTC day.")
+    requests: int
+
+
+class TokenUsage(BaseModel):
+    token_id: str
+    days: int
+    total: int = Field(description="The requests of all these days together.")
+    usage: list[UsageDay] = Field(description="One entry per day, oldest first, today last.")
 
 
 class WhoAmIOrganization(BaseModel):
@@ -490,13 +571,15 @@ WebhookEvents = Annotated[
 class WebhookCreate(_Input):
     url: WebhookUrl
     events: WebhookEvents
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Default: true.")
 
 
 class WebhookUpdate(_Input):
-    url: WebhookUrl | None = None
-    events: WebhookEvents | None = None
-    enabled: bool | None = None
+    """Change what is sent; a field not sent stays as it is. None of them can be null."""
+
+    url: WebhookUrl = None  # type: ignore[assignment]
+    events: WebhookEvents = None  # type: ignore[assignment]
+    enabled: bool = None  # type: ignore[assignment]
 
 
 class Webhook(BaseModel):
@@ -660,6 +743,8 @@ RESPONSE_MODELS = (
     TokenWithSecret,
     TokenList,
     AuditEventList,
+    MemberList,
+    TokenUsage,
     WhoAmI,
     LeakReportResult,
     Error,
@@ -716,6 +801,9 @@ def parse(
             data_json = json.dumps(_integral_numbers(data))
             result = model.model_validate_json(data_json, strict=True, context=checks)
         else:
+            if issubclass(model, _Input) and isinstance(data, dict):
+                # A form's empty value means "not sent" where null means nothing.
+                data = {k: v for k, v in data.items() if v is not None or model.accepts_null(k)}
             result = model.model_validate(data, context=checks)
     except ValidationError as exc:
         for error in exc.errors():

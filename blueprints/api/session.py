@@ -3,7 +3,9 @@ authenticate it, and the secret is never put in a cookie or the session).
 
 Every /api/ request gets an empty session of its own that is never saved: a cookie sent
 with it is not even decoded, and whatever touches the session there can never answer with
-Set-Cookie. Other requests use the app's usual session.
+Set-Cookie. So do /healthz and static files, which have no use for one either (Flask-Login
+looks at the session after every request: it would read a signed-in browser's row).
+Other requests use the app's usual session.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from flask.sessions import SecureCookieSession, SessionInterface
 from flask.wrappers import Response
 
 API_PREFIX = "/api/"
+SESSIONLESS_PATHS = (API_PREFIX, "/healthz", "/static/")
 
 
 class ApiSession(SecureCookieSession):
@@ -24,7 +27,7 @@ class ApiSessionInterface(SessionInterface):
         self.wrapped = wrapped
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if request.path.startswith(API_PREFIX):
+        if request.path.startswith(SESSIONLESS_PATHS):
             return ApiSession()
         return self.wrapped.open_session(app, request)
 

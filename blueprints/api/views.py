@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+import pydantic_core
 import sqlalchemy as sa
 from flask import Response, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
@@ -15,9 +16,12 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from blueprints.api import bp, schemas
 from blueprints.api.auth import current_api_actor, presented_secret
+from blueprints.api.idempotency import commit_answer, idempotent
 from extensions import db
 from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcnow
+from models.token import status_of
 from services import audit, leaks, token_list, webhooks
+from services import members as member_service
 from services import tokens as token_service
 from services.actor import Actor
 from services.errors import DomainError, Forbidden, NotFound, ValidationFailed
@@ -34,6 +38,7 @@ KEEP_EMPTY = ("name",)
 
 # Endpoints whose query string is a model of schemas.py; anywhere else a query is refused.
 QUERY_ENDPOINTS = {"api.list_tokens", "api.revoke_token_by_name", "api.list_audit_events"}
+QUERY_ENDPOINTS |= {"api.list_members", "api.get_token_usage"}
 
 
 @bp.before_request
@@ -46,7 +51,8 @@ def refuse_unknown_query_parameters() -> None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+    # isoformat is faster than strftime; seconds, no offset: "2026-01-31T12:00:00Z".
+    return value.isoformat(timespec="seconds")[:19] + "Z" if value else None
 
 
 def _form_to_dict(form: MultiDict[str, str]) -> dict[str, Any]:
@@ -128,48 +134,83 @@ def require_scope(actor: Actor, scope: str) -> None:
 # ---------------------------------------------------------------- output
 
 
-def token_json(token: ApiToken, secret: str | None = None) -> dict[str, Any]:
-    fields = {
-        "id": token.id,
-        "name": token.name,
-        "environment": token.environment,
-        "role": token.role,
-        "scopes": list(token.scopes or []),
-        "type": token.type,
-        "active": token.active,
-        "status": token.status,
-        "prefix": token.prefix,
-        "created_at": _iso(token.created_at),
-        "updated_at": _iso(token.updated_at),
-        "expires_at": _iso(token.expires_at),
-        "last_used_at": _iso(token.last_used_at),
-        "last_used_ip": token.last_used_ip,
-        "revoked_at": _iso(token.revoked_at),
-        "created_by": token.created_by_label,
-        "created_by_type": token.created_by_type,
-        "allowed_ips": list(token.allowed_ips) if token.allowed_ips else None,
-        "rate_limit": token.rate_limit,
-        "href": url_for("api.get_token", token_id=token.id, _external=True),
-    }
+# What token_json reads, in this order; a list loads these as plain rows (no ORM object).
+TOKEN_FIELDS = (
+    "id", "name", "environment", "role", "scopes", "type", "active", "prefix", "created_at",
+    "updated_at", "expires_at", "last_used_at", "last_used_ip", "revoked_at", "created_by_label",
+    "created_by_token_id", "allowed_ips", "rate_limit",
+)  # fmt: skip
+LIST_COLUMNS = tuple(ApiToken.__table__.c[name] for name in TOKEN_FIELDS)
+
+
+def token_json(token: Any, secret: str | None = None) -> dict[str, Any]:
+    """A token (or its verification snapshot) as schemas.Token's fields, with the secret
+    when it was just made."""
+    fields = _token_fields(
+        tuple(getattr(token, name) for name in TOKEN_FIELDS), utcnow(), tokens_href()
+    )
     if secret is not None:
-        return schemas.TokenWithSecret(**fields, token=secret).model_dump()
-    return schemas.Token(**fields).model_dump()
+        fields["token"] = secret
+    return fields
+
+
+def tokens_json(rows: Any) -> list[dict[str, Any]]:
+    """Rows of LIST_COLUMNS as schemas.Token's fields: plain dicts, no model per row, so a
+    list of 100 costs little more than one (issue 17); tests hold them to the document."""
+    now, href = utcnow(), tokens_href()
+    return [_token_fields(row, now, href) for row in rows]
+
+
+def _token_fields(values: Any, now: datetime, href: str) -> dict[str, Any]:
+    (token_id, name, environment, role, scopes, type_, active, prefix, created_at, updated_at,
+     expires_at, last_used_at, last_used_ip, revoked_at, created_by_label, created_by_token_id,
+     allowed_ips, rate_limit) = values  # fmt: skip
+    return {
+        "id": token_id,
+        "name": name,
+        "environment": environment,
+        "role": role,
+        "scopes": list(scopes or ()),
+        "type": type_,
+        "active": active,
+        "status": status_of(revoked_at, expires_at, active, now),
+        "prefix": prefix,
+        "created_at": _iso(created_at),
+        "updated_at": _iso(updated_at),
+        "expires_at": _iso(expires_at),
+        "last_used_at": _iso(last_used_at),
+        "last_used_ip": last_used_ip,
+        "revoked_at": _iso(revoked_at),
+        "created_by": created_by_label,
+        "created_by_type": "token" if created_by_token_id is not None else "user",
+        "allowed_ips": list(allowed_ips) if allowed_ips else None,
+        "rate_limit": rate_limit,
+        "href": href + token_id,
+    }
+
+
+def tokens_href() -> str:
+    """Where tokens live: a token's href is this and its id (url_for once, not per row)."""
+    # get_token's route is list_tokens' plus "/<token_id>" (ids are URL-safe).
+    return url_for("api.list_tokens", _external=True) + "/"
 
 
 def event_json(event: AuditEvent) -> dict[str, Any]:
-    return schemas.AuditEvent(
-        id=event.id,
-        action=event.action,
-        actor=schemas.AuditActor(type=event.actor_type, label=event.actor_label),
-        environment=event.environment,
-        target_type=event.target_type,
-        target_id=event.target_id,
-        target_label=event.target_label,
-        ip=event.ip,
-        user_agent=event.user_agent,
-        details=event.details or {},
-        created_at=_iso(event.created_at),
-    ).model_dump()
+    """schemas.AuditEvent's fields as a plain dict (no model per row of a list)."""
+    return {
+        "id": event.id,
+        "action": event.action,
+        "actor": {"type": event.actor_type, "label": event.actor_label},
+        "environment": event.environment,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "target_label": event.target_label,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "details": dict(event.details or {}),
+        "request_id": event.request_id,
+        "created_at": _iso(event.created_at),
+    }
 
 
 def _count(query: sa.Select) -> int:
@@ -183,15 +224,17 @@ def page_of(
     offset: int,
     length: int,
     *,
+    plain: bool = False,
     after: sa.ColumnElement[bool] | None = None,
     filtered: bool = True,
     stored_total: int | None = None,
 ):
-    """One page of `query` with Librato's `query` envelope and `has_more`; `after` is the
-    keyset condition of a `starting_after` cursor (no OFFSET scan however deep)."""
-    if after is not None:
-        query = query.where(after)  # an offset then counts from the cursor
-    rows = list(db.session.scalars(query.offset(offset).limit(length + 1)))
+    """One page of `query` with Librato's `query` envelope and `has_more`; `plain`: rows of
+    its columns, not ORM objects; `after` is the keyset condition of a `starting_after`
+    cursor (no OFFSET scan however deep)."""
+    page = query if after is None else query.where(after)  # an offset counts from the cursor
+    page = page.offset(offset).limit(length + 1)
+    rows = list(db.session.connection().execute(page) if plain else db.session.scalars(page))
     has_more = len(rows) > length
     rows = rows[:length]
     total = _count(unfiltered) if stored_total is None else stored_total
@@ -207,7 +250,7 @@ def page_of(
 
 def with_next_link(payload: dict[str, Any], rows: list[Any]) -> Response:
     """The list as JSON, with `Link: <…starting_after=last id>; rel="next"` when more follow."""
-    response = jsonify(payload)
+    response = json_response(payload)
     if payload["query"]["has_more"] and rows:
         args = request.args.to_dict()
         args.pop("offset", None)
@@ -225,6 +268,11 @@ def _cursor_row(query: sa.Select, model: Any, cursor: object) -> Any:
     return row
 
 
+def json_response(payload: Any, status: int = 200) -> Response:
+    """jsonify's answer, encoded by pydantic-core (a few times faster for long lists)."""
+    return Response(pydantic_core.to_json(payload), status, mimetype="application/json")
+
+
 def with_secret(payload: dict[str, Any], status: int) -> Response:
     response = jsonify(payload)
     response.status_code = status
@@ -240,20 +288,19 @@ def whoami():
     actor = current_api_actor()
     token = actor.token
     assert token is not None
-    return jsonify(
-        schemas.WhoAmI(
-            token=schemas.Token(**token_json(token)),
-            organization=schemas.WhoAmIOrganization(
-                id=actor.organization.id, name=actor.organization.name
-            ),
-            environment=token.environment,
-            role=token.role,
-            effective_role=token_service.effective_role(actor),
-            scopes=sorted(actor.scopes),
-            created_by=token.created_by_label,
-            created_by_type=token.created_by_type,
-            previous_secret=actor.previous_secret,
-        ).model_dump()
+    # schemas.WhoAmI's fields, as a plain dict (no model to build on the hottest path).
+    return json_response(
+        {
+            "token": token_json(token),
+            "organization": {"id": actor.organization.id, "name": actor.organization.name},
+            "environment": token.environment,
+            "role": token.role,
+            "effective_role": token_service.effective_role(actor),
+            "scopes": sorted(actor.scopes),
+            "created_by": token.created_by_label,
+            "created_by_type": token.created_by_type,
+            "previous_secret": actor.previous_secret,
+        }
     )
 
 
@@ -288,15 +335,16 @@ def list_tokens():
         sa.select(token_list.stored_count(actor.organization, actor.environment))
     )
     rows, envelope = page_of(
-        query,
+        query.with_only_columns(*LIST_COLUMNS),
         unfiltered,
         params.offset,
         params.length,
+        plain=True,
         after=after,
         filtered=filtered,
         stored_total=int(total or 0),
     )
-    return with_next_link({"query": envelope, "api_tokens": [token_json(t) for t in rows]}, rows)
+    return with_next_link({"query": envelope, "api_tokens": tokens_json(rows)}, rows)
 
 
 @bp.get("/api_tokens/<token_id>")
@@ -315,6 +363,13 @@ def _expiry(body: schemas.TokenCreate) -> Any:
     return token_service.UNSET  # the default: 90 days, never beyond the calling token's
 
 
+def _new_expiry(body: schemas.TokenRotate) -> Any:
+    """A rotation's new expiry, if it asks for one; UNSET keeps the token's."""
+    if body.expires_in_days is None and "expires_at" not in body.model_fields_set:
+        return token_service.UNSET
+    return _expiry(body)  # type: ignore[arg-type]
+
+
 def _given(body: schemas.TokenCreate, field: str) -> Any:
     """A field as sent (null included); UNSET when absent, so the service's default (never
     wider than the calling token) applies."""
@@ -322,6 +377,7 @@ def _given(body: schemas.TokenCreate, field: str) -> Any:
 
 
 @bp.post("/api_tokens")
+@idempotent
 def create_token():
     actor = current_api_actor()
     token_service.require_may_create(actor)  # permission first: no policy in messages
@@ -343,10 +399,9 @@ def create_token():
         allowed_ips=_given(body, "allowed_ips"),
         rate_limit=_given(body, "rate_limit"),
     )
-    db.session.commit()
     response = with_secret(token_json(token, secret), 201)
     response.headers["Location"] = url_for("api.get_token", token_id=token.id, _external=True)
-    return response
+    return commit_answer(response)  # made before the commit: nothing after it can fail it
 
 
 @bp.route("/api_tokens/<token_id>", methods=["PUT", "PATCH"])
@@ -390,14 +445,16 @@ def revoke_token_by_name():
 
 
 @bp.post("/api_tokens/<token_id>/rotate")
+@idempotent
 def rotate_token(token_id: str):
     actor = current_api_actor()
     token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
     token_service.require_manage(actor, token)
     body = schemas.parse(schemas.TokenRotate, request_data(), strict=is_json())
-    secret = token_service.rotate_token(token, actor, grace_seconds=body.grace_period_seconds)
-    db.session.commit()
-    return with_secret(token_json(token, secret), 200)
+    secret = token_service.rotate_token(
+        token, actor, grace_seconds=body.grace_period_seconds, expires_at=_new_expiry(body)
+    )
+    return commit_answer(with_secret(token_json(token, secret), 200))
 
 
 @bp.get("/audit_events")
@@ -558,3 +615,43 @@ def openapi():
     from blueprints.api.openapi import document
 
     return jsonify(document())
+
+
+# ---------------------------------------------------------------- members and usage (issue 19)
+
+
+@bp.get("/members")
+def list_members():
+    actor = current_api_actor()
+    require_scope(actor, "members:read")
+    params = schemas.parse(schemas.MemberListQuery, query_data())
+    query = member_service.members_of(actor.organization)
+    rows, envelope = page_of(query, query, params.offset, params.length)
+    members = [
+        schemas.Member(
+            id=m.id,
+            email=m.user.email,
+            name=m.user.name,
+            role=m.role,
+            joined_at=_iso(m.created_at),
+        ).model_dump()
+        for m in rows
+    ]
+    return jsonify({"query": envelope, "members": members})
+
+
+@bp.get("/api_tokens/<token_id>/usage")
+def get_token_usage(token_id: str):
+    actor = current_api_actor()
+    require_scope(actor, "tokens:read")
+    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    params = schemas.parse(schemas.UsageQuery, query_data())
+    days = token_service.requests_per_day(token, days=params.days)
+    return jsonify(
+        schemas.TokenUsage(
+            token_id=token.id,
+            days=params.days,
+            total=sum(count for _, count in days),
+            usage=[schemas.UsageDay(date=day.isoformat(), requests=n) for day, n in days],
+        ).model_dump()
+    )

@@ -245,6 +245,7 @@ CSV_COLUMNS = (
     "ip",
     "user_agent",
     "details",
+    "request_id",
 )
 
 
@@ -263,6 +264,7 @@ def _csv_row(event: sa.Row) -> list[str]:
             event.ip,
             event.user_agent,
             json.dumps(event.details, sort_keys=True) if event.details else "",
+            event.request_id,
         )
     ]
 

@@ -100,7 +100,12 @@ def login():
         if two_factor.is_enabled(user):
             # The password was right; the code comes next. The signed cookie of before sign-in
             # says so for a few minutes: it opens nothing by itself.
-            session[PENDING] = {"user_id": user.id, "at": int(time.time()), "next": next_url}
+            session[PENDING] = {
+                "user_id": user.id,
+                "at": int(time.time()),
+                "next": next_url,
+                "password": _password_mark(user),
+            }
             return redirect(url_for("auth.second_factor"))
         return _signed_in(user, next_url)
     status = 400 if form.errors else 200
@@ -109,6 +114,14 @@ def login():
 
 PENDING = "two_factor_pending"
 PENDING_SECONDS = 300
+
+
+def _password_mark(user) -> str:
+    """Ties the code step to the password that opened it: once the password changes (the
+    owner, a reset link, an operator), a step begun with the old one leads back to sign-in."""
+    key = current_app.config["SECRET_KEY"].encode()
+    message = f"two-factor-step:{user.id}:".encode() + user.password_hash.encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def _signed_in(user, next_url: str | None):
@@ -129,7 +142,11 @@ def second_factor():
     user = None
     if isinstance(pending, dict) and time.time() - pending.get("at", 0) < PENDING_SECONDS:
         user = db.session.get(User, pending.get("user_id"))
-    if user is None or not two_factor.is_enabled(user):
+    if (
+        user is None
+        or not two_factor.is_enabled(user)
+        or not hmac.compare_digest(str(pending.get("password", "")), _password_mark(user))
+    ):
         session.pop(PENDING, None)
         flash("Sign in again: the step with your code timed out.", "info")
         return redirect(url_for(".login"))

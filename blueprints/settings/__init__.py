@@ -117,6 +117,7 @@ def invite():
             status = 200
             form = _invite_form(actor)
             form.email.data = ""
+            form.role.data = form.role.default  # the next invite starts from Member again
     form.role.choices = role_choices(member_service.grantable_roles(actor))
     extra = {"invite_link": invite_link, "invited": invited if invite_link else None}
     # The link is a credential: never cache the response that carries it.

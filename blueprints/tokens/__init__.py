@@ -14,6 +14,7 @@ from flask_login import login_required
 
 from blueprints.tokens.forms import (
     GRACE_CHOICES,
+    KEEP_EXPIRY,
     TYPE_CHOICES,
     AllowlistForm,
     CreateTokenForm,
@@ -22,6 +23,7 @@ from blueprints.tokens.forms import (
 )
 from blueprints.web import (
     client_ip,
+    commit_then,
     confirm_access,
     current_actor,
     current_org,
@@ -163,11 +165,15 @@ def create():
                 raise
             db.session.rollback()
             _show_errors(form, error)
-        else:
-            db.session.commit()
-            return _page(environment, secret=secret, secret_token=token, fragment=is_htmx())
-    # htmx gets the region with the form and its errors; app.js swaps this 400 in.
-    return _page(environment, form=form, status=400, fragment=is_htmx())
+        else:  # the page with the secret is made before the commit, which nothing can fail after
+            page = _page(environment, secret=secret, secret_token=token, fragment=is_htmx())
+            return commit_then(page)
+    if is_htmx():
+        # The form alone, in place: a one-time secret panel above it (an earlier create)
+        # must not vanish with a re-rendered region. app.js swaps this 400 in.
+        html = render_template("tokens/_create_form.html", form=form, environment=environment)
+        return html, 400, {"HX-Retarget": "#add-form", "HX-Reswap": "outerHTML"}
+    return _page(environment, form=form, status=400)
 
 
 @bp.get("/<token_id>")
@@ -249,11 +255,44 @@ def confirm_rotate(token_id: str):
     """The rotate form on its own (the hygiene badges open it): a fragment or a page."""
     token = tokens.get_token_or_404(current_org(), request.args.get("environment"), token_id)
     tokens.require_manage(current_actor(), token)
+    return _rotate_form_answer(token, _rotate_form(token))
+
+
+def _rotate_form(token: ApiToken) -> RotateForm:
+    form = RotateForm()
     now = utcnow()
-    context = {"token": token, "badges": hygiene.badges(token, now)}
-    if is_htmx():
-        return render_template("tokens/_rotate_form.html", **context)
-    return render_template("tokens/rotate.html", **context)
+    expired = token.expires_at is not None and token.expires_at <= now
+    if expired:
+        keep = None
+    elif token.expires_at is None:
+        keep = "Keep the current expiry (never)"
+    else:
+        keep = f"Keep the current expiry ({token.expires_at:%Y-%m-%d})"
+    form.offer_expiries(current_org(), keep=keep)
+    return form
+
+
+def _rotate_form_answer(token: ApiToken, form: RotateForm, *, status: int = 200):
+    """The rotate form (with its errors or its question): inline to htmx, else its page.
+
+    To htmx it replaces the form it came from, or opens above the list when the Actions
+    menu's small form asked (that one has no room for the question).
+    """
+    now = utcnow()
+    context = {
+        "token": token,
+        "form": form,
+        "badges": hygiene.badges(token, now),
+        "expired": token.expires_at is not None and token.expires_at <= now,
+    }
+    if not is_htmx():
+        return render_template("tokens/rotate.html", **context), status
+    html = render_template("tokens/_rotate_form.html", **context)
+    if request.method == "GET":
+        return html, status
+    if request.form.get("from") == "rotate-form":
+        return html, status, {"HX-Retarget": "#rotate-form", "HX-Reswap": "outerHTML"}
+    return html, status, {"HX-Retarget": "#add-slot", "HX-Reswap": "innerHTML show:top"}
 
 
 @bp.get("/<token_id>/revoke")
@@ -270,16 +309,47 @@ def confirm_revoke(token_id: str):
 @bp.post("/<token_id>/rotate")
 @login_required
 def rotate(token_id: str):
-    admin_role = tokens.get_token_or_404(current_org(), None, token_id).role == "admin"
-    if admin_role and (confirm := confirm_access()) is not None:  # sudo mode: an admin secret
+    organization, actor = current_org(), current_actor()
+    token = tokens.get_token_or_404(organization, request.form.get("environment") or None, token_id)
+    if token.role == "admin" and (confirm := confirm_access()) is not None:  # sudo mode
         return confirm
-    form = RotateForm()
-    return _act(
-        token_id,
-        "rotate",
-        lambda token, actor: tokens.rotate_token(
-            token, actor, grace_seconds=tokens.grace_from_choice(form.grace_period_seconds.data)
-        ),
+    tokens.require_manage(actor, token)
+    form = _rotate_form(token)
+    expired = token.expires_at is not None and token.expires_at <= utcnow()
+    if expired and "expires_in_days" not in request.form:
+        # The Actions menu's form knows no expiry: ask for one (SPEC §2: renew, not rotate).
+        form.expires_in_days.errors = [
+            "This token has expired: renew it with a new expiry to give it a new secret."
+        ]
+        return _rotate_form_answer(token, form, status=400)
+    if form.grace_period_seconds.data == "0" and not expired and not form.stop_old_secret.data:
+        form.stop_old_secret.errors = [
+            "“None” stops the old secret at once: anything still using it fails. Tick this "
+            "to go ahead, or choose a grace period."
+        ]
+        return _rotate_form_answer(token, form, status=400)
+    try:
+        grace = 0 if expired else tokens.grace_from_choice(form.grace_period_seconds.data)
+        expiry = (
+            tokens.UNSET
+            if form.expires_in_days.data == KEEP_EXPIRY
+            else tokens.expiry_from_choice(
+                organization, form.expires_in_days.data, form.expires_at.data
+            )
+        )
+        secret = tokens.rotate_token(token, actor, grace_seconds=grace, expires_at=expiry)
+    except DomainError as error:
+        if error.status != 400:
+            raise
+        db.session.rollback()
+        details = dict(error.details)
+        if "expires_at" in details and form.expires_in_days.data != tokens.EXPIRY_CUSTOM:
+            details["expires_in_days"] = details.pop("expires_at")
+        show_errors(form, DomainError(error.message, details=details))
+        return _rotate_form_answer(token, form, status=400)
+    db.session.commit()
+    return _row_or_page(
+        token, secret=secret, renewed=expired, notice=NOTICES["rotate"].format(name=token.name)
     )
 
 
@@ -394,7 +464,7 @@ def _act(
         message = next(iter(error.details.values()), error.message)
         row_error = {"token_id": token.id, "action": action, "message": message, "value": typed}
         return _row_or_page(token, status=400, row_error=row_error)
-    db.session.commit()
+    # The answer (a rotated secret, maybe) is made before the commit, from what was written.
     secret = result if isinstance(result, str) else None
     response = _row_or_page(token, secret=secret, notice=NOTICES[action].format(name=token.name))
     if action == "revoke" and is_htmx():  # the row stays in place; the count moves beside it
@@ -403,8 +473,8 @@ def _act(
         html += render_template(
             "tokens/_live_count.html", live_count=count, environment=token.environment, oob=True
         )
-        return html, status
-    return response
+        response = html, status
+    return commit_then(response)
 
 
 # ---------------------------------------------------------------- rendering

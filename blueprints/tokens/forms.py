@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from wtforms import (
+    BooleanField,
     DateField,
     HiddenField,
     SelectField,
@@ -102,14 +103,34 @@ class RenameForm(Form):
     environment = HiddenField()
 
 
+KEEP_EXPIRY = ""  # the rotate form's "keep the current expiry"
+
+
 class RotateForm(Form):
+    """Rotate (and optionally renew) a token. SPEC §2: the grace preselects 24 hours, and
+    "none" asks first (`stop_old_secret`); an expired token must get a new expiry."""
+
     grace_period_seconds = SelectField(
         "Old secret keeps working for",
         choices=_choices(GRACE_CHOICES),
-        default="0",
+        default="86400",
         validate_choice=False,
     )
+    stop_old_secret = BooleanField("Yes, stop the old secret now")
+    expires_in_days = SelectField("Expiry", default=KEEP_EXPIRY, validate_choice=False)
+    expires_at = DateField("Expiry date", validators=[Optional()])
     environment = HiddenField()
+
+    def offer_expiries(self, organization: Organization, *, keep: str | None) -> None:
+        """`keep` describes the current expiry; None (an expired token) leaves no such choice."""
+        pairs = [(value, EXPIRY_LABELS[value]) for value in tokens.expiry_choices(organization)]
+        if keep is not None:
+            pairs.insert(0, (KEEP_EXPIRY, keep))
+        elif self.expires_in_days.data == KEEP_EXPIRY:  # renewing: 90 days, or the nearest
+            values = [value for value, _ in pairs]
+            default = str(tokens.DEFAULT_EXPIRY_DAYS)
+            self.expires_in_days.data = default if default in values else values[0]
+        self.expires_in_days.choices = _choices(pairs)
 
 
 class AllowlistForm(Form):

@@ -203,6 +203,19 @@ def roll(endpoint_id: str):
     return _show(endpoint, secret=secret, rolled=True)
 
 
+@bp.post("/<endpoint_id>/end-overlap")
+@login_required
+def end_overlap(endpoint_id: str):
+    """The previous secret stops signing now instead of when its 24 hours end."""
+    endpoint = _endpoint(endpoint_id)
+    if (confirm := confirm_access()) is not None:  # sudo mode (SPEC §1)
+        return confirm
+    if webhooks.end_previous_secret(endpoint, current_actor()):
+        flash("The previous secret no longer signs. Only the current one does.", "success")
+    db.session.commit()
+    return redirect(url_for(".show", endpoint_id=endpoint.id), 303)
+
+
 @bp.post("/<endpoint_id>/reveal")
 @login_required
 def reveal(endpoint_id: str):

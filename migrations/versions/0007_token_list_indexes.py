@@ -8,14 +8,14 @@ table with the trigram tokenizer over the same three columns, kept current by tr
 search looks candidates up in it, then checks them as before (services.tokens.search_condition).
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0006"
+down_revision = "0009"  # re-chained after merging main (0008, 0009 landed first)
 branch_labels = None
 depends_on = None
 

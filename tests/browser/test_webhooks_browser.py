@@ -135,6 +135,14 @@ def test_reveal_and_roll_the_secret(page, shot, receiver):
     expect(page.get_by_text("keeps signing beside this one until")).to_be_visible()
     shot(page, "rolled")
 
+    page.get_by_role("button", name="Stop the previous secret now").click()
+    expect(page.get_by_text("The previous secret no longer signs")).to_be_visible()
+    expect(page.get_by_text("The previous secret signs too until")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop the previous secret now")).to_have_count(0)
+    shot(page, "overlap-ended")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "overlap-ended-phone")
+
 
 def test_without_javascript_everything_still_works(browser, live_server, shot, receiver):
     context = browser.new_context(

@@ -1,0 +1,42 @@
+"""The id of the request being served (X-Request-Id), for the audit events it causes.
+
+Set by blueprints/request_id.py around each request; read by services/audit.py, so no
+service needs the request itself nor an extra argument on every call.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from contextvars import ContextVar
+
+from services.log_redaction import redact
+
+# A client's own id is kept when it looks like one: what log search and a ticket can carry.
+SANE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+_current: ContextVar[str | None] = ContextVar("keysmith_request_id", default=None)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def chosen(client_value: str | None) -> str:
+    """The client's X-Request-Id if it is sane, else a new one. Sane: at most 200 of
+    A-Z a-z 0-9 . _ : - and nothing that looks like a secret (it is logged and stored)."""
+    if client_value and SANE.fullmatch(client_value) and redact(client_value) == client_value:
+        return client_value
+    return new_request_id()
+
+
+def current() -> str | None:
+    return _current.get()
+
+
+def set_current(value: str | None):
+    return _current.set(value)
+
+
+def reset(token) -> None:
+    _current.reset(token)
