@@ -158,9 +158,12 @@ def _create_private(url: str) -> None:
 
 @sa.event.listens_for(sa.Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL: readers never wait for the writer; NORMAL sync is safe with WAL and faster."""
+    """WAL: readers never wait for the writer; NORMAL sync is safe with WAL and faster. A
+    16 MB page cache (SQLite's default is 2 MB) keeps the token page's count indexes of
+    100,000 tokens in memory between requests (issue 18)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA cache_size=-16000")
         cursor.close()

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from bench import floor, usage_flush  # noqa: E402
+from bench import floor, scale, usage_flush  # noqa: E402
 from extensions import db  # noqa: E402
 from models import ApiToken, Membership, utcnow  # noqa: E402
 from services import accounts, tokens  # noqa: E402
@@ -83,6 +83,7 @@ OUR_VARIABLES = (
     "PROXY_TRUST_HOST",
     "TRUSTED_HOSTS",
     "TOKEN_CACHE_SECONDS",
+    "CORS_ORIGINS",
     "GUNICORN_CMD_ARGS",
     "WEB_CONCURRENCY",
 )
@@ -527,6 +528,7 @@ def bench(setup: Setup) -> None:
     bench_verification(setup)
     bench_statements(setup)
     usage_flush.run(setup, fresh_app, seed, report, dispose)
+    scale.bench_scale(setup, fresh_app=fresh_app, report=report, dispose=dispose)  # issue 18
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ from models.token import (
     TOKEN_ROLES,
     TOKEN_TYPES,
     ApiToken,
+    TokenCount,
     TokenUsage,
 )
 from models.webhook import (
@@ -45,6 +46,7 @@ __all__ = [
     "Organization",
     "PasswordReset",
     "RecoveryCode",
+    "TokenCount",
     "TokenUsage",
     "TwoFactor",
     "User",

@@ -15,6 +15,13 @@ ENV_TAGS = {"sandbox": "sbx", "production": "prod"}
 TOKEN_ROLES = ("admin", "writer", "viewer")  # highest first
 TOKEN_ROLE_RANK = {role: len(TOKEN_ROLES) - i for i, role in enumerate(TOKEN_ROLES)}
 TOKEN_TYPES = ("generic", "onboarding", "ci", "integration")
+# The token page's sort keys and their columns (migration 0007 indexes each).
+LIST_SORT_COLUMNS = (
+    ("name", "name"),
+    ("created", "created_at"),
+    ("last_used", "last_used_at"),
+    ("expires", "expires_at"),
+)
 SCOPES = ("tokens:read", "tokens:write", "audit:read", "members:read")
 ROLE_SCOPES = {
     "viewer": frozenset({"tokens:read", "audit:read", "members:read"}),
@@ -79,6 +86,47 @@ class ApiToken(TokenState, Base):
             postgresql_where=sa.text("revoked_at IS NULL"),
         ),
         sa.Index("ix_api_tokens_org_env_created", "organization_id", "environment", "created_at"),
+        # The token page's keyset order (services/token_list.py, migration 0007): each group
+        # (live by role, then revoked) read in the order of each sort column.
+        *(
+            sa.Index(
+                f"ix_api_tokens_live_{key}",
+                "organization_id",
+                "environment",
+                "role",
+                column,
+                "id",
+                sqlite_where=sa.text("revoked_at IS NULL"),
+                postgresql_where=sa.text("revoked_at IS NULL"),
+            )
+            for key, column in LIST_SORT_COLUMNS
+        ),
+        *(
+            sa.Index(
+                f"ix_api_tokens_revoked_{key}",
+                "organization_id",
+                "environment",
+                column,
+                "id",
+                sqlite_where=sa.text("revoked_at IS NOT NULL"),
+                postgresql_where=sa.text("revoked_at IS NOT NULL"),
+            )
+            for key, column in LIST_SORT_COLUMNS
+        ),
+        # The true counts of the page (services/token_list.counts_of): each group, and the
+        # hygiene chips' expiring soon and unused, as ranges of covering indexes.
+        sa.Index("ix_api_tokens_groups", "organization_id", "environment", "role", "revoked_at"),
+        sa.Index(
+            "ix_api_tokens_expiry", "organization_id", "environment", "revoked_at", "expires_at"
+        ),
+        sa.Index(
+            "ix_api_tokens_usage",
+            "organization_id",
+            "environment",
+            "revoked_at",
+            "last_used_at",
+            "created_at",
+        ),
     )
 
     # Public, random, URL-safe; also the look-up key of verification.
@@ -142,4 +190,18 @@ class TokenUsage(Base):
         sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True
     )
     day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    count: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))
+
+
+class TokenCount(Base):
+    """How many tokens each organization has per environment, role and revoked or not, kept by
+    database triggers on api_tokens (migration 0007), so the token page's group headings and
+    the list API's totals never count 100,000 rows. Bulk inserts are counted too."""
+
+    __tablename__ = "token_counts"
+
+    organization_id: Mapped[int] = mapped_column(primary_key=True)
+    environment: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    role: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    revoked: Mapped[bool] = mapped_column(primary_key=True)
     count: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"))

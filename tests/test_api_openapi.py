@@ -179,8 +179,12 @@ def test_request_bodies_are_json_with_the_form_in_an_extension_and_refuse_unknow
 def test_the_list_parameters_are_documented_with_their_bounds(client):
     doc = _document(client)
     params = {p["name"]: p for p in doc["paths"]["/api_tokens"]["get"]["parameters"]}
-    assert set(params) == {"offset", "length", "name", "active", "status", "role", "type"}
+    assert set(params) == {
+        *("offset", "length", "starting_after", "name", "active", "status", "role", "type")
+    }
     assert params["length"]["schema"]["maximum"] == 100
+    events = doc["paths"]["/audit_events"]["get"]["parameters"]
+    assert "starting_after" in {p["name"] for p in events}
 
 
 def test_schemathesis_loads_every_operation(client):

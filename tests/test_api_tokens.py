@@ -47,7 +47,7 @@ def test_list_uses_librato_envelope_and_never_shows_a_secret(client, org, caller
     response = _get(client, secret, "/api_tokens")
     assert response.status_code == 200
     body = response.get_json()
-    assert body["query"] == {"found": 2, "length": 2, "offset": 0, "total": 2}
+    assert body["query"] == {"found": 2, "length": 2, "offset": 0, "total": 2, "has_more": False}
     assert {t["name"] for t in body["api_tokens"]} == {"caller", "other"}
     for token in body["api_tokens"]:
         assert set(token) == TOKEN_FIELDS
@@ -61,7 +61,7 @@ def test_list_pages_with_offset_and_length(client, org, caller, make_token):
     for i in range(4):
         make_token(org, name=f"t{i}")
     body = _get(client, secret, "/api_tokens?offset=1&length=2").get_json()
-    assert body["query"] == {"found": 5, "length": 2, "offset": 1, "total": 5}
+    assert body["query"] == {"found": 5, "length": 2, "offset": 1, "total": 5, "has_more": True}
     assert len(body["api_tokens"]) == 2
     everything = _get(client, secret, "/api_tokens").get_json()["api_tokens"]
     assert [t["id"] for t in body["api_tokens"]] == [t["id"] for t in everything[1:3]]
@@ -660,9 +660,9 @@ def test_audit_events_of_the_callers_environment_newest_first(client, org, calle
     assert [e["target_label"] for e in events[:3]] == ["c", "b", "a"]
     assert events[0]["actor"] == {"type": "token", "label": "caller"}
     assert events[0]["created_at"].endswith("Z")
-    assert body["query"] == {"found": 4, "length": 4, "offset": 0, "total": 4}
+    assert body["query"] == {"found": 4, "length": 4, "offset": 0, "total": 4, "has_more": False}
     page = _get(client, caller[1], "/audit_events?offset=1&length=1").get_json()
-    assert page["query"] == {"found": 4, "length": 1, "offset": 1, "total": 4}
+    assert page["query"] == {"found": 4, "length": 1, "offset": 1, "total": 4, "has_more": True}
     assert page["audit_events"][0]["id"] == events[1]["id"]
     only = _get(client, caller[1], "/audit_events?action=token.created&length=100").get_json()
     assert only["query"]["found"] == 4

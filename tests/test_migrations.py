@@ -7,9 +7,16 @@ from alembic.migration import MigrationContext
 from models import Base
 
 
+def _not_a_search_index(name, kind, _parent):
+    # Migration 0007's trigram search (an FTS5 table on SQLite, GIN indexes on PostgreSQL)
+    # is dialect-specific SQL that the models do not describe.
+    return not (name or "").startswith(("api_tokens_fts", "ix_api_tokens_trgm_"))
+
+
 def test_migrated_database_matches_the_models(db):
     with db.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(connection, opts={"include_name": _not_a_search_index})
+        differences = compare_metadata(context, Base.metadata)
     assert differences == []
 
 

@@ -68,8 +68,11 @@ def test_page_groups_tokens_by_access_with_scope_chips(signed_in, org, make_toke
     assert 'id="group-writer"' not in html  # the writer is in production
     assert "prod-one" not in html
     assert '<span class="chip" title="Custom scope">audit:read</span>' in html
-    for column in ("Name", "Prefix", "Access", "Type", "Created", "Created by", "Last used"):
+    for column in ("Prefix", "Access", "Type", "Created by", "Status"):
         assert f'<th scope="col">{column}</th>' in html
+    for column in ("Name", "Created", "Last used", "Expires"):  # sortable: a link each
+        header = rf'<th scope="col"[^>]*><a class="sort[^"]*" href="[^"]+"[^>]*>{column}'
+        assert re.search(header, html)
     production = signed_in.get(f"{PAGE}?environment=production").get_data(as_text=True)
     assert "prod-one" in production and "admin-one" not in production
 

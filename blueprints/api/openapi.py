@@ -338,7 +338,7 @@ def _paths() -> dict[str, Any]:
             "get": _operation(
                 "List the tokens of the calling token's environment.",
                 "listTokens",
-                {"200": _ok("A page of tokens.", schemas.TokenList), **_errors(*AUTHENTICATED)},
+                {"200": _ok("A page of tokens.", schemas.TokenList), **_errors(*ONE_TOKEN)},
                 tag="tokens",
                 parameters=_query_parameters(schemas.TokenListQuery),
             ),
@@ -424,7 +424,7 @@ def _paths() -> dict[str, Any]:
                 "listAuditEvents",
                 {
                     "200": _ok("A page of events.", schemas.AuditEventList),
-                    **_errors(*AUTHENTICATED),
+                    **_errors(*ONE_TOKEN),  # 404: a starting_after that is not in the list
                 },
                 tag="audit",
                 parameters=_query_parameters(schemas.AuditListQuery),

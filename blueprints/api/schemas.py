@@ -312,9 +312,16 @@ class TokenRotate(_Input):
         return TokenCreate.conflicts(data)
 
 
+STARTING_AFTER = (
+    "Cursor paging (Stripe's): the id of the last item of the previous page; the list goes on "
+    "after it, never repeating or skipping an item while others write. Not with `offset`."
+)
+
+
 class TokenListQuery(_Input):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     length: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+    starting_after: Text | None = Field(default=None, max_length=32, description=STARTING_AFTER)
     name: Text | None = Field(default=None, max_length=200)
     active: bool | None = None
     status: Status | None = None
@@ -329,6 +336,7 @@ class DeleteByNameQuery(_Input):
 class AuditListQuery(_Input):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     length: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+    starting_after: int | None = Field(default=None, ge=1, le=2**63 - 1, description=STARTING_AFTER)
     action: Text | None = Field(default=None, max_length=40)
     target_id: Text | None = Field(default=None, max_length=40)
 
@@ -389,6 +397,10 @@ class Query(BaseModel):
     length: int = Field(description="How many are in this page.")
     offset: int
     total: int = Field(description="How many there are in this environment, unfiltered.")
+    has_more: bool = Field(
+        description="Whether more follow this page: ask for them with `starting_after` set to "
+        'this page\'s last id (the `Link: rel="next"` header says so too).'
+    )
 
 
 class TokenList(BaseModel):

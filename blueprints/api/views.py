@@ -20,11 +20,11 @@ from blueprints.api.idempotency import commit_answer, idempotent
 from extensions import db
 from models import ApiToken, AuditEvent, WebhookDelivery, WebhookEndpoint, utcnow
 from models.token import status_of
-from services import audit, leaks, webhooks
+from services import audit, leaks, token_list, webhooks
 from services import members as member_service
 from services import tokens as token_service
 from services.actor import Actor
-from services.errors import DomainError, Forbidden, ValidationFailed
+from services.errors import DomainError, Forbidden, NotFound, ValidationFailed
 
 FORM_TYPES = ("application/x-www-form-urlencoded",)  # what the document lists
 LIST_FIELDS = ("scopes", "allowed_ips")
@@ -244,19 +244,53 @@ def _count(query: sa.Select) -> int:
 
 
 def page_of(
-    query: sa.Select, unfiltered: sa.Select, offset: int, length: int, *, plain: bool = False
+    query: sa.Select,
+    unfiltered: sa.Select,
+    offset: int,
+    length: int,
+    *,
+    plain: bool = False,
+    after: sa.ColumnElement[bool] | None = None,
+    filtered: bool = True,
+    stored_total: int | None = None,
 ):
-    """One page of `query` with Librato's `query` envelope; `plain`: rows of its columns,
-    not ORM objects."""
-    page = query.offset(offset).limit(length)
+    """One page of `query` with Librato's `query` envelope and `has_more`; `plain`: rows of
+    its columns, not ORM objects; `after` is the keyset condition of a `starting_after`
+    cursor (no OFFSET scan however deep)."""
+    page = query if after is None else query.where(after)  # an offset counts from the cursor
+    page = page.offset(offset).limit(length + 1)
     rows = list(db.session.connection().execute(page) if plain else db.session.scalars(page))
+    has_more = len(rows) > length
+    rows = rows[:length]
+    total = _count(unfiltered) if stored_total is None else stored_total
     envelope = {
-        "found": _count(query),
+        "found": _count(query) if filtered else total,
         "length": len(rows),
         "offset": offset,
-        "total": _count(unfiltered),
+        "total": total,
+        "has_more": has_more,
     }
     return rows, envelope
+
+
+def with_next_link(payload: dict[str, Any], rows: list[Any]) -> Response:
+    """The list as JSON, with `Link: <…starting_after=last id>; rel="next"` when more follow."""
+    response = json_response(payload)
+    if payload["query"]["has_more"] and rows:
+        args = request.args.to_dict()
+        args.pop("offset", None)
+        args["starting_after"] = str(rows[-1].id)
+        url = url_for(request.endpoint, _external=True, **args)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return response
+
+
+def _cursor_row(query: sa.Select, model: Any, cursor: object) -> Any:
+    row = db.session.scalar(query.where(model.id == cursor).order_by(None))
+    if row is None:  # like any id that is not in the token's organization and environment
+        message = "starting_after names nothing in this list (another environment's, perhaps)."
+        raise NotFound(message, details={"starting_after": message})
+    return row
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -301,7 +335,8 @@ def list_tokens():
     require_scope(actor, "tokens:read")
     params = schemas.parse(schemas.TokenListQuery, query_data())
     unfiltered = token_service.tokens_of(actor.organization, actor.environment)
-    query = unfiltered
+    # Newest first, ties by id descending too, so a cursor is one (created_at, id) range.
+    query = unfiltered.order_by(None).order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
     if params.name is not None:
         query = query.where(ApiToken.name == params.name)
     if params.active is not None:
@@ -312,10 +347,29 @@ def list_tokens():
         query = query.where(ApiToken.role == token_service.normalize_role(params.role))
     if params.type is not None:
         query = query.where(ApiToken.type == params.type)
-    rows, envelope = page_of(
-        query.with_only_columns(*LIST_COLUMNS), unfiltered, params.offset, params.length, plain=True
+    after = None
+    if params.starting_after is not None:
+        # The rows strictly after the cursor's in the list's order.
+        mark = _cursor_row(unfiltered, ApiToken, params.starting_after)
+        after = sa.tuple_(ApiToken.created_at, ApiToken.id) < sa.tuple_(mark.created_at, mark.id)
+    filtered = any(
+        value is not None
+        for value in (params.name, params.active, params.status, params.role, params.type)
     )
-    return json_response({"query": envelope, "api_tokens": tokens_json(rows)})
+    total = db.session.scalar(
+        sa.select(token_list.stored_count(actor.organization, actor.environment))
+    )
+    rows, envelope = page_of(
+        query.with_only_columns(*LIST_COLUMNS),
+        unfiltered,
+        params.offset,
+        params.length,
+        plain=True,
+        after=after,
+        filtered=filtered,
+        stored_total=int(total or 0),
+    )
+    return with_next_link({"query": envelope, "api_tokens": tokens_json(rows)}, rows)
 
 
 @bp.get("/api_tokens/<token_id>")
@@ -440,8 +494,17 @@ def list_audit_events():
         action=params.action,
         target_id=params.target_id,
     )
-    rows, envelope = page_of(query, unfiltered, params.offset, params.length)
-    return jsonify({"query": envelope, "audit_events": [event_json(e) for e in rows]})
+    after = None
+    if params.starting_after is not None:
+        mark = _cursor_row(unfiltered, AuditEvent, params.starting_after)
+        after = sa.tuple_(AuditEvent.created_at, AuditEvent.id) < sa.tuple_(
+            mark.created_at, mark.id
+        )
+    filtered = params.action is not None or params.target_id is not None
+    rows, envelope = page_of(
+        query, unfiltered, params.offset, params.length, after=after, filtered=filtered
+    )
+    return with_next_link({"query": envelope, "audit_events": [event_json(e) for e in rows]}, rows)
 
 
 @bp.post("/leaks")

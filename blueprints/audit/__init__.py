@@ -25,6 +25,39 @@ from services import audit
 bp = Blueprint("audit", __name__, url_prefix="/connections")
 
 PER_PAGE = 50
+COUNT_UP_TO = 10_000  # the page counts this far ("10,000+"): counting a million costs a scan
+CHOICES_FROM = 1_000  # the filter menus offer what the newest 1,000 events name, and
+# every action Keysmith records (so a rare one of long ago can still be chosen)
+KNOWN_ACTIONS = (
+    "invite.cancelled",
+    "leak_alert.dismissed",
+    "member.invited",
+    "member.joined",
+    "member.removed",
+    "member.role_changed",
+    "policy.updated",
+    "token.created",
+    "token.expiring",
+    "token.ip_denied",
+    "token.kept",
+    "token.leaked",
+    "token.resumed",
+    "token.revoked",
+    "token.rotated",
+    "token.suspended",
+    "token.updated",
+    "user.password_changed",
+    "user.sign_in_failed",
+    "user.signed_in",
+    "user.two_factor_disabled",
+    "user.two_factor_enabled",
+    "webhook.created",
+    "webhook.deleted",
+    "webhook.redelivered",
+    "webhook.secret_revealed",
+    "webhook.secret_rolled",
+    "webhook.updated",
+)
 CSV_BATCH = 1000  # rows fetched and sent at a time: the export never sits whole in memory
 FILTERS = ("actor", "action", "token", "environment", "from", "to")
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
@@ -36,7 +69,8 @@ class AuditQuery:
     """The filters of the page, as typed, with what was wrong with any of them."""
 
     values: dict[str, str]
-    page: int = 1
+    older: int | None = None  # the page of events just older than this event (its id)
+    newer: int | None = None  # the page just newer than this one
     since: datetime | None = None
     until: datetime | None = None
     errors: dict[str, str] = field(default_factory=dict)
@@ -55,12 +89,8 @@ class AuditQuery:
     def url_args(self, **changes: object) -> str:
         """The query string of this view (only filters that are set), with changes."""
         args = {k: v for k, v in self.values.items() if v}
-        if self.page > 1:
-            args["page"] = str(self.page)
         for key, value in changes.items():
-            if value in (None, "", 1) and key == "page":
-                args.pop("page", None)
-            elif value:
+            if value:
                 args[key] = str(value)
         return urlencode(args)
 
@@ -99,27 +129,64 @@ def parse_query(args) -> AuditQuery:
         query.since = datetime(start.year, start.month, start.day, tzinfo=UTC)
     if end and end < date.max:  # the whole "to" day is included; 9999-12-31 means no end
         query.until = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-    page = args.get("page", "1")
-    if page.isdigit() and 1 <= int(page) <= 1_000_000:
-        query.page = int(page)
-    else:
-        query.errors["page"] = "Page must be a whole number from 1."
+    for name in ("older", "newer"):
+        value = args.get(name)
+        if value is None:
+            continue
+        if value.isdigit() and 1 <= int(value) < 2**63:
+            setattr(query, name, int(value))
+        else:
+            query.errors[name] = "This page link is not valid: start from the newest events."
     return query
 
 
 def _choices(organization: Organization) -> dict[str, list[str]]:
-    """Actors and actions seen in this organization, for the filter menus (two queries)."""
-    base = sa.select(AuditEvent).where(AuditEvent.organization_id == organization.id)
-    actions = db.session.scalars(
-        base.with_only_columns(AuditEvent.action).distinct().order_by(AuditEvent.action)
+    """Actors of the newest events and every action, for the filter menus (two bounded
+    queries: a distinct over a million events would read them all)."""
+    newest = (
+        sa.select(AuditEvent.action, AuditEvent.actor_label)
+        .where(AuditEvent.organization_id == organization.id)
+        .order_by(AuditEvent.created_at.desc())
+        .limit(CHOICES_FROM)
+        .subquery()
     )
+    actions = db.session.scalars(sa.select(newest.c.action).distinct().order_by(newest.c.action))
     actors = db.session.scalars(
-        base.with_only_columns(AuditEvent.actor_label)
-        .distinct()
-        .order_by(AuditEvent.actor_label)
-        .limit(500)
+        sa.select(newest.c.actor_label).distinct().order_by(newest.c.actor_label).limit(500)
     )
-    return {"actions": list(actions), "actors": list(actors)}
+    return {"actions": sorted({*actions, *KNOWN_ACTIONS}), "actors": list(actors)}
+
+
+def _keyset_page(organization: Organization, query: AuditQuery):
+    """One page of events by keyset (no OFFSET): older than `older`, or newer than `newer`,
+    or the newest; with whether there are older and newer ones."""
+    select = query.select(organization)
+    mark_id = query.older or query.newer
+    key = sa.tuple_(AuditEvent.created_at, AuditEvent.id)
+    if mark_id is not None:
+        mark = db.session.execute(
+            sa.select(AuditEvent.created_at, AuditEvent.id).where(
+                AuditEvent.organization_id == organization.id, AuditEvent.id == mark_id
+            )
+        ).one_or_none()
+        if mark is None:
+            query.errors["older" if query.older else "newer"] = (
+                "This page link is not valid: start from the newest events."
+            )
+            return [], False, False
+        position = sa.tuple_(mark.created_at, mark.id)
+        if query.older:
+            select = select.where(key < position)
+        else:
+            select = select.where(key > position).order_by(None)
+            select = select.order_by(AuditEvent.created_at.asc(), AuditEvent.id.asc())
+    events = list(db.session.scalars(select.limit(PER_PAGE + 1)))
+    more = len(events) > PER_PAGE
+    events = events[:PER_PAGE]
+    if query.newer:
+        events.reverse()
+        return events, True, more
+    return events, more, mark_id is not None
 
 
 @bp.get("/audit-log")
@@ -129,19 +196,25 @@ def index():
         return export_csv()
     org = current_org()
     query = parse_query(request.args)
-    events, total = [], 0
+    events, total, older, newer = [], 0, False, False
     if not query.errors:
-        select = query.select(org)
-        total = db.session.scalar(sa.select(sa.func.count()).select_from(select.subquery())) or 0
-        events = list(
-            db.session.scalars(select.limit(PER_PAGE).offset((query.page - 1) * PER_PAGE))
+        events, older, newer = _keyset_page(org, query)
+    if not query.errors:
+        capped = (
+            query.select(org)
+            .with_only_columns(AuditEvent.id)
+            .order_by(None)
+            .limit(COUNT_UP_TO + 1)
+            .subquery()
         )
-    pages = max(1, -(-total // PER_PAGE))
+        total = db.session.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
     context = {
         "q": query,
         "events": events,
         "total": total,
-        "pages": pages,
+        "count_up_to": COUNT_UP_TO,
+        "older": events[-1].id if older and events else None,
+        "newer": events[0].id if newer and events else None,
         "per_page": PER_PAGE,
         "environments": ENVIRONMENTS,
     }
@@ -149,7 +222,7 @@ def index():
     # A history restore after Back asks for the whole page, not the fragment.
     if is_htmx() and request.headers.get("HX-History-Restore-Request") != "true":
         # Push a clean URL (no empty filters) so the view is easy to read and bookmark.
-        args = query.url_args()
+        args = query.url_args(older=query.older, newer=query.newer)
         clean = url_for("audit.index") + (f"?{args}" if args else "")
         return render_template("audit/_results.html", **context), 200, {"HX-Push-Url": clean}
     return render_template("audit/index.html", choices=_choices(org), **context), status
@@ -176,7 +249,7 @@ CSV_COLUMNS = (
 )
 
 
-def _csv_row(event: AuditEvent) -> list[str]:
+def _csv_row(event: sa.Row) -> list[str]:
     return [
         _cell(value)
         for value in (
@@ -204,13 +277,18 @@ def export_csv():
     if query.errors:
         message = " ".join(query.errors.values())
         return Response(message + "\n", status=400, mimetype="text/plain")
-    statement = query.select(org).execution_options(yield_per=CSV_BATCH)
+    # Plain rows, not ORM objects: a million of those took minutes to build (issue 18).
+    statement = (
+        query.select(org)
+        .with_only_columns(*AuditEvent.__table__.c)
+        .execution_options(yield_per=CSV_BATCH)
+    )
 
     def rows():
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
-        for batch in db.session.scalars(statement).partitions():
+        for batch in db.session.execute(statement).partitions():
             writer.writerows(_csv_row(event) for event in batch)
             yield buffer.getvalue()
             buffer.seek(0)

@@ -7,9 +7,8 @@ Every rule is in services/tokens.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
@@ -33,7 +32,7 @@ from blueprints.web import (
 )
 from extensions import db
 from models import ApiToken, utcnow
-from services import audit, hygiene, policy, tokens
+from services import audit, hygiene, policy, token_list, tokens
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
 
@@ -58,6 +57,13 @@ STATUS_LABELS = {
     "expired": "Expired",
     "revoked": "Revoked",
 }
+# The list's filter menus: (field, label, choices as (value, label)).
+LIST_FILTERS = (
+    ("role", "Access", [(r, ROLE_TITLES[r][0]) for r in ROLE_TITLES]),
+    ("type", "Type", list(TYPE_CHOICES)),
+    ("status", "Status", list(STATUS_LABELS.items())),
+)
+SORT_LABELS = {"name": "Name", "created": "Created", "last_used": "Last used", "expires": "Expires"}
 
 
 @bp.after_request
@@ -76,6 +82,7 @@ def token_page_labels() -> dict:
         "type_labels": dict(TYPE_CHOICES),
         "grace_choices": GRACE_CHOICES,
         "revoked_reasons": REVOKED_REASONS,
+        "sort_labels": SORT_LABELS,
     }
 
 
@@ -112,7 +119,7 @@ def _search_answer(environment: str, search: Search):
     headers = {"Vary": "HX-Request"}  # one URL, two answers: caches must keep them apart
     if fragment:
         # The address bar gets a clean URL, and never a pasted secret (its prefix instead).
-        headers["HX-Push-Url"] = "false" if search.error else search.url(environment)
+        headers["HX-Push-Url"] = "false" if search.error else search.url(environment, **search.at)
     if search.hides_list:
         headers |= {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     return html, status, headers
@@ -376,6 +383,58 @@ def revoke(token_id: str):
     return _act(token_id, "revoke", tokens.revoke_token)
 
 
+@bp.post("/bulk")
+@login_required
+def bulk():
+    """Revoke or suspend many tokens: the ticked rows (`ids`) or every token matching the
+    filters (`all_matching`). The first post answers a confirmation naming how many; the
+    confirmation posts the ids with `confirm`, and all of them change in one transaction."""
+    organization, actor = current_org(), current_actor()
+    tokens.require_may_create(actor)  # viewers: 403 before anything is read
+    environment = _environment_or_default(request.form.get("environment"))
+    action = request.form.get("action", "")
+    all_matching = request.form.get("all_matching") == "1" and not request.form.get("confirm")
+    if all_matching:
+        search = _read_search(request.form)
+        if search.error:
+            raise ValidationFailed(search.error)
+        selection = token_list.select_for_bulk(
+            organization, environment, actor, action, filters=search.filters
+        )
+    else:
+        ids = token_list.parse_bulk_ids(request.form.getlist("ids"))
+        if not ids:
+            notice = "Select at least one token first, or “Select all”."
+            return _bulk_answer(environment, notice=notice, status=400)
+        selection = token_list.select_for_bulk(organization, environment, actor, action, ids=ids)
+    if not request.form.get("confirm"):
+        context = {
+            "action": selection.action,
+            "tokens": selection.tokens,
+            "skipped": selection.skipped,
+            "capped": selection.capped,
+            "bulk_max": token_list.BULK_MAX,
+            "environment": environment,
+        }
+        template = "tokens/_bulk_confirm.html" if is_htmx() else "tokens/bulk_confirm.html"
+        return render_template(template, **context)
+    changed = token_list.apply_bulk(selection, actor)
+    db.session.commit()
+    done = "Revoked" if selection.action == "revoke" else "Suspended"
+    notice = f"{done} {changed:,} {'token' if changed == 1 else 'tokens'}."
+    if selection.skipped:
+        notice += f" {selection.skipped:,} were already {done.lower()} or revoked."
+    return _bulk_answer(environment, notice=notice)
+
+
+def _bulk_answer(environment: str, *, notice: str, status: int = 200):
+    html, status = _page(environment, status=status, fragment=is_htmx(), notice=notice)
+    headers = {}
+    if is_htmx():
+        headers["HX-Push-Url"] = url_for("tokens.index", environment=environment)
+    return html, status, headers
+
+
 NOTICES = {
     "rotate": "Rotated “{name}”.",
     "rename": "Renamed to “{name}”.",
@@ -454,7 +513,8 @@ def _row_or_page(token: ApiToken, *, status: int = 200, secret: str | None = Non
 
 @dataclass
 class Search:
-    """What the search box and the hygiene chips asked for, checked by the token service."""
+    """What the list was asked for: the search box, the hygiene chip, the role, type and status
+    filters, the sort and the page (a cursor), each checked by the token services."""
 
     q: str = ""
     filter: str | None = None
@@ -462,6 +522,11 @@ class Search:
     lookup: tokens.TokenLookup | None = None
     typed: str = ""  # what the box shows back: never a whole secret
     errors: dict[str, str] = field(default_factory=dict)
+    filters: token_list.ListFilters = field(default_factory=token_list.ListFilters)
+    order: token_list.ListOrder = field(default_factory=token_list.ListOrder)
+    after: token_list.Cursor | None = None
+    before: token_list.Cursor | None = None
+    at: dict[str, str] = field(default_factory=dict)  # the page's cursor, as in its URL
 
     @property
     def hides_list(self) -> bool:
@@ -470,15 +535,55 @@ class Search:
 
     @property
     def active(self) -> bool:
-        return bool(self.q or self.filter or self.hides_list)
+        return bool(self.q or self.filter or self.hides_list or self.filters.active)
 
-    def url(self, environment: str, **change) -> str:
-        params = {"environment": environment, "q": self.typed, "filter": self.filter} | change
-        return url_for("tokens.index", **{k: v for k, v in params.items() if v})
+    def params(self, environment: str, /, **change) -> dict[str, str]:
+        """The query string of this view (only what differs from the defaults), with changes;
+        any change but a page's cursor starts again from the first page."""
+        order = self.order
+        params = {
+            "environment": environment,
+            "q": self.typed,
+            "filter": self.filter,
+            "role": self.filters.role,
+            "type": self.filters.type,
+            "status": self.filters.status,
+            "sort": order.sort if order.sort != token_list.DEFAULT_SORT else None,
+            "dir": None,
+            "per_page": order.per_page if order.per_page != token_list.PER_PAGE else None,
+        }
+        default_dir = token_list.FIRST_DIRECTION[order.sort]
+        if order.sort == token_list.DEFAULT_SORT:
+            default_dir = token_list.DEFAULT_DIRECTION
+        if order.direction != default_dir:
+            params["dir"] = order.direction
+        params |= change
+        if "sort" in change and "dir" not in change:
+            params["dir"] = None
+        return {k: str(v) for k, v in params.items() if v}
+
+    def url(self, environment: str, /, **change) -> str:
+        return url_for("tokens.index", **self.params(environment, **change))
+
+    def sort_url(self, environment: str, sort: str) -> str:
+        """A column header's link: that sort, or the other direction when it is the sort."""
+        if self.order.sort == sort:
+            direction = "asc" if self.order.descending else "desc"
+        else:
+            direction = token_list.FIRST_DIRECTION[sort]
+        default = token_list.FIRST_DIRECTION[sort]
+        if sort == token_list.DEFAULT_SORT:
+            default = token_list.DEFAULT_DIRECTION
+        return self.url(
+            environment,
+            sort=None if sort == token_list.DEFAULT_SORT else sort,
+            dir=None if direction == default else direction,
+        )
 
 
 def _read_search(source: Mapping[str, str]) -> Search:
-    """The search box's `q` and the hygiene chip's `filter`, from a query string or a form."""
+    """The search box's `q`, the hygiene chip's `filter`, role, type, status, sort, dir,
+    per_page and a page's `after`/`before`, from a query string or a form."""
     search = Search()
     raw = source.get("q", "")
     try:
@@ -490,18 +595,40 @@ def _read_search(source: Mapping[str, str]) -> Search:
         search.filter = tokens.parse_hygiene_filter(source.get("filter"))
     except ValidationFailed as error:
         search.errors.update(error.details)
+    try:
+        search.filters = token_list.parse_filters(source)
+    except ValidationFailed as error:
+        search.errors.update(error.details)
+    try:
+        search.order = token_list.parse_order(source)
+    except ValidationFailed as error:
+        search.errors.update(error.details)
     if search.errors:
         # Bad input changes nothing: the whole list, and the reason beside the box.
         search.q, search.filter = "", None
+        search.filters, search.order = token_list.ListFilters(), token_list.ListOrder()
         search.error = " ".join(search.errors.values())
         return search
+    for name in ("after", "before"):
+        if source.get(name):
+            try:
+                setattr(search, name, token_list.decode_cursor(source[name], search.order))
+                search.at[name] = source[name]
+            except ValidationFailed as error:
+                search.errors.update(error.details)
+                search.error = " ".join(search.errors.values())
+    if search.after and search.before:
+        search.before = None
+        search.at.pop("before", None)
     search.typed = search.q
+    search.filters = replace(search.filters, q=search.q, hygiene=search.filter)
     search.lookup = tokens.identify_token(current_org(), search.q) if search.q else None
     if search.hides_list:
         # Show (and push) the prefix, never the secret itself.
         token = search.lookup.token
         search.typed = token.prefix if token is not None and search.lookup.verified else ""
         search.q = ""
+        search.filters = replace(search.filters, q="")
     return search
 
 
@@ -517,25 +644,30 @@ def _page(
     organization, actor = current_org(), current_actor()
     search = search or Search()
     now = utcnow()
-    query = tokens.search_tokens(
-        organization, environment, search.q, hygiene_filter=search.filter, now=now
+    page = token_list.page_of_tokens(
+        organization,
+        environment,
+        search.filters,
+        search.order,
+        after=search.after,
+        before=search.before,
+        now=now,
+        nothing=search.hides_list,  # the lookup card answers; the list has nothing to add
     )
-    if search.hides_list:
-        query = query.where(sa.false())  # the lookup card answers; the list has nothing to add
     template = "tokens/_region.html" if fragment else "tokens/index.html"
     html = render_template(
         template,
         environment=environment,
-        groups=tokens.grouped_tokens(organization, environment, query, limit=tokens.PAGE_ROWS),
-        found=tokens.count_of(query),
-        page_rows=tokens.PAGE_ROWS,
-        hygiene_counts=hygiene.counts(organization, environment, now),
+        page=page,
+        counts=page.counts,
+        found=page.found,
         badges=lambda t: hygiene.badges(t, now),
         search=search,
         fragment=fragment,
         may_create=tokens.may_create(actor),
         can_manage=lambda t: tokens.can_manage(actor, t),
         form=form,
+        list_filters=LIST_FILTERS,
         **context,
     )
     return html, status
