@@ -7,7 +7,7 @@ path or query, an invite or password-reset link, a session id (services/log_reda
 
 from gunicorn.glogging import Logger
 
-from services.log_redaction import RedactSecrets, redact
+from services.log_redaction import RedactSecrets, clean
 
 
 class RedactingLogger(Logger):
@@ -19,7 +19,7 @@ class RedactingLogger(Logger):
         atoms = super().atoms(resp, req, environ, request_time)
         for key, value in atoms.items():
             if isinstance(value, str):
-                atoms[key] = redact(value)
+                atoms[key] = clean(value)
         return atoms
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -53,6 +54,23 @@ def test_the_access_log_redacts_secrets_in_paths_and_queries(tmp_path, env):
     text = log.read_text()
     assert "/api/v1/whoami" in text and "ks_[REDACTED]" in text
     assert secret not in text and secret[:30] not in text
+
+
+def test_a_path_with_a_newline_cannot_forge_a_log_line(tmp_path, env):
+    """Attack review: `/healthz%0A<a line of our format>` wrote a second, forged line into
+    the access log. A client's text stays on its own line, escaped."""
+    log = tmp_path / "access.log"
+    forged = '127.0.0.1 [01/Jan/2020:15:00:00 +0000] "POST /api/v1/api_tokens" 201 575B'
+    with gunicorn(
+        env, "-w", "1", "--access-logfile", str(log), log_path=tmp_path / "server.log"
+    ) as base:
+        _get(f"{base}/api/v1/nowhere%0A" + urllib.parse.quote(forged))
+        _get(f"{base}/healthz%0D%0A" + urllib.parse.quote(forged))
+    # (The harness's own readiness probes are plain `GET /healthz` lines.)
+    lines = [line for line in log.read_text().splitlines() if '"GET /healthz"' not in line]
+    assert len(lines) == 2, lines
+    assert not any(line.startswith("127.0.0.1 [01/Jan/2020") for line in lines)
+    assert all("\\x0a" in line for line in lines)
 
 
 def test_an_enormous_token_in_each_header_gets_the_json_401_from_gunicorn(tmp_path, env):

@@ -120,3 +120,20 @@ def test_redact_leaves_ordinary_lines_alone_and_catches_cookies():
         "Cookie: ks_session=[REDACTED]; ks_last_org=3"
     )
     assert redact("/INVITES/Secret?x=1") == "/INVITES/[REDACTED]?x=1"
+
+
+def test_a_request_s_text_in_a_log_record_stays_on_one_line():
+    """The app's and gunicorn's error logs log request paths (a database outage, an
+    unhandled error): a newline a client put in the path must not start a forged line."""
+    import logging
+
+    from services.log_redaction import RedactSecrets
+
+    record = logging.LogRecord(
+        "keysmith", logging.ERROR, __file__, 1, "Unhandled error on %s %s",
+        ("GET", "/a\n2026-12-02 [CRITICAL] forged\x00"), None,
+    )  # fmt: skip
+    RedactSecrets().filter(record)
+    message = record.getMessage()
+    assert "\n" not in message and "\x00" not in message
+    assert message == "Unhandled error on GET /a\\x0a2026-12-02 [CRITICAL] forged\\x00"
