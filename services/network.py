@@ -26,7 +26,9 @@ def parse_allowlist(value: object) -> list[str] | None:
     networks: list[str] = []
     for entry in value:
         try:
-            network = ipaddress.ip_network(entry.strip(), strict=False)
+            # ::ffff:127.0.0.1 is stored as 127.0.0.1/32: requests from an IPv4-mapped
+            # address are matched as IPv4, so the mapped form alone would never match.
+            network = _plain(ipaddress.ip_network(entry.strip(), strict=False))
         except ValueError:
             raise ValidationFailed(
                 details={"allowed_ips": f"{entry[:60]!r} is not an IP address or CIDR range."}

@@ -28,6 +28,7 @@ from blueprints.api.schemas import EMAIL_LIKE_PATTERN
 from models import (
     ApiToken,
     AuditEvent,
+    IdempotencyKey,
     TokenUsage,
     WebhookDelivery,
     WebhookEndpoint,
@@ -193,7 +194,7 @@ def test_the_stateful_phase_follows_the_documents_links(app, db, make_org, make_
     def start_over() -> None:
         """Each scenario meets the same state, so a replayed one is answered alike (what
         Hypothesis needs to shrink it): only the caller, and no webhooks."""
-        for model in (TokenUsage, WebhookDelivery, WebhookEvent, WebhookEndpoint):
+        for model in (TokenUsage, WebhookDelivery, WebhookEvent, WebhookEndpoint, IdempotencyKey):
             db.session.execute(sa.delete(model))
         db.session.execute(sa.delete(ApiToken).where(ApiToken.id != token.id))
         db.session.execute(sa.delete(AuditEvent))

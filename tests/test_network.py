@@ -16,6 +16,17 @@ def test_parse_normalizes_addresses_and_ranges():
     assert parse_allowlist("") is None and parse_allowlist(None) is None
 
 
+def test_an_ipv4_mapped_entry_is_the_ipv4_address_it_names():
+    """Attack review: `::ffff:127.0.0.1` was kept as an IPv6 range that no request matched
+    (requests from mapped addresses are matched as IPv4), locking the token out."""
+    assert parse_allowlist(["::ffff:127.0.0.1", "::ffff:10.0.0.0/104"]) == [
+        "127.0.0.1/32",
+        "10.0.0.0/8",
+    ]
+    allowed = parse_allowlist(["::ffff:127.0.0.1"])
+    assert ip_allowed(allowed, "127.0.0.1") and ip_allowed(allowed, "::ffff:127.0.0.1")
+
+
 @pytest.mark.parametrize("bad", ["10.0.0.256", "10.0.0.0/33", "example.com", "::g", [1], 5])
 def test_invalid_entries_name_the_field(bad):
     with pytest.raises(ValidationFailed) as exc:

@@ -21,7 +21,7 @@ from blueprints.api.auth import current_api_actor
 from blueprints.api.errors import response_for
 from extensions import db
 from services import idempotency
-from services.errors import DomainError
+from services.errors import DomainError, NotFound
 
 STORED_HEADERS = ("Location", "Content-Type", "Cache-Control")
 
@@ -64,7 +64,10 @@ def may_see_again(actor, token_id: str | None) -> None:
     token_service.require_may_create(actor)
     if token_id is None:  # a stored refusal: it hands out nothing
         return
-    token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    try:
+        token = token_service.get_token_or_404(actor.organization, actor.environment, token_id)
+    except NotFound:  # no such token any more: its secret opens nothing
+        return
     token_service.require_manage(actor, token)
     token_service.check_within_caller(actor, token)
 
