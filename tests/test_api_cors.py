@@ -79,6 +79,13 @@ class TestWithOrigins:
         )
         assert "Access-Control-Allow-Origin" not in preflight.headers
 
+    def test_answers_vary_on_origin_for_shared_caches(self, client):
+        """Review: with one origin listed, flask-cors sent no Vary, so a cache could serve
+        a CORS answer to a request without Origin, or the other way round."""
+        plain = client.get("/api/v1/openapi.json")
+        assert "Origin" in plain.headers.get("Vary", "")
+        assert "Access-Control-Allow-Origin" not in plain.headers
+
     def test_a_request_without_origin_gets_no_cors_header(self, client):
         assert _cors_headers(client.get(f"{API}/openapi.json")) == {}
 

@@ -4,7 +4,7 @@ API reads no cookie, and a browser sends none to it cross-origin."""
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_cors import CORS
 
 # What a browser script may send: the three ways to give the token, a JSON body, a retry key.
@@ -41,3 +41,11 @@ def init_app(app: Flask) -> None:
         always_send=False,  # no Origin, no CORS headers: only browsers ask
         vary_header=True,
     )
+
+    @app.after_request
+    def vary_on_origin(response):
+        # With one origin listed flask-cors leaves Vary out, yet the answer differs with and
+        # without Origin: a shared cache must not hand one to the other.
+        if request.path.startswith("/api/v1/"):
+            response.vary.add("Origin")
+        return response
