@@ -51,7 +51,11 @@ def can_change_policy(actor: Actor) -> bool:
 
 def _whole_number(field: str, value: object, bounds: tuple[int, int]) -> int:
     low, high = bounds
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if (
+        isinstance(value, str)
+        and value.strip().lstrip("-").isascii()
+        and value.strip().lstrip("-").isdigit()
+    ):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValidationFailed(details={field: f"Enter a whole number from {low} to {high:,}."})

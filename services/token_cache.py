@@ -440,7 +440,7 @@ class Listener:
             elif "*" in names:
                 target.cache.clear()
             elif kind == "o":
-                target.forget_access({int(n) for n in names if n.isdigit()})
+                target.forget_access({int(n) for n in names if n.isascii() and n.isdigit()})
             elif kind == "t":
                 target.cache.invalidate(names)
 

@@ -476,9 +476,14 @@ def matching_tokens(
     ids: list[str] | None = None,
     now: datetime | None = None,
     limit: int = BULK_MAX + 1,
+    action: str | None = None,
+    actor: Actor | None = None,
 ) -> list[ApiToken]:
     """The tokens a bulk action would see: these ids (within the organization and
-    environment) or every token matching the filters, in the page's order, at most `limit`."""
+    environment) or every token matching the filters, in the page's order, at most `limit`.
+    For "all matching", `action` and `actor` narrow it in SQL, before the limit, to the
+    tokens that action would change and that actor may manage: otherwise the first 1,000
+    could all be left out (already suspended, or someone else's) and the rest never reached."""
     now = now or utcnow()
     if ids is not None:
         query = sa.select(ApiToken).where(
@@ -492,6 +497,10 @@ def matching_tokens(
         terms.append(ApiToken.revoked_at.is_(None))
         if filters.status == "revoked":
             terms.append(sa.false())
+        if action == "suspend":
+            terms.append(ApiToken.active.is_(True))
+        if actor is not None and not actor.manages_all_tokens:
+            terms.append(ApiToken.created_by_user_id == actor.user_id)
         query = sa.select(ApiToken).where(*terms)
     return list(
         db.session.scalars(query.order_by(ApiToken.created_at.desc(), ApiToken.id).limit(limit))
@@ -551,7 +560,9 @@ def select_for_bulk(
             token_service.require_manage(actor, token)
         chosen = [t for t in found if _eligible(action, t)]
         return BulkSelection(action, chosen, skipped=len(found) - len(chosen))
-    found = matching_tokens(organization, environment, filters or ListFilters(), now=now)
+    found = matching_tokens(
+        organization, environment, filters or ListFilters(), now=now, action=action, actor=actor
+    )
     capped = len(found) > BULK_MAX
     found = found[:BULK_MAX]
     chosen = [t for t in found if _eligible(action, t) and token_service.can_manage(actor, t)]

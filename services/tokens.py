@@ -72,6 +72,11 @@ UNSET: Any = _Unset()
 # ---------------------------------------------------------------- queries
 
 
+def _ascii_digits(text: str) -> bool:
+    """ "30", not "³⁰": str.isdigit() is true for superscripts, which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def tokens_of(organization: Organization, environment: str | None = None) -> sa.Select:
     """The organization's tokens (of one environment if given), newest first."""
     query = sa.select(ApiToken).where(ApiToken.organization_id == organization.id)
@@ -473,7 +478,7 @@ def expiry_from_choice(
         moment = datetime.combine(expires_at, time(0, 0), tzinfo=UTC)
         check_expiry(organization, moment, now)
         return moment
-    days = int(expires_in_days) if str(expires_in_days).isdigit() else None
+    days = int(expires_in_days) if _ascii_digits(str(expires_in_days)) else None
     if days not in EXPIRY_CHOICES_DAYS:
         raise ValidationFailed(
             details={
@@ -490,7 +495,7 @@ def expiry_from_choice(
 
 def grace_from_choice(value: object) -> int:
     """A form's grace period (seconds, as text) among the choices offered: none, 1 h, 24 h, 7 d."""
-    seconds = int(value) if isinstance(value, str) and value.isdigit() else value
+    seconds = int(value) if isinstance(value, str) and _ascii_digits(value) else value
     if seconds not in GRACE_CHOICES_SECONDS:
         raise ValidationFailed(
             details={"grace_period_seconds": "Choose none, 1 hour, 24 hours or 7 days."}

@@ -411,3 +411,36 @@ def test_a_bulk_action_with_nothing_selected_says_so(signed_in, db, org):
     response = _bulk_post(signed_in, {"action": "revoke"}, headers=HX)
     assert response.status_code == 400
     assert "Select at least one token first" in response.get_data(as_text=True)
+
+
+def test_select_all_reaches_past_the_cap_once_the_first_ones_are_done(
+    signed_in, db, org, monkeypatch
+):
+    """Attack review: "select all" cut to the cap before leaving out tokens already
+    suspended, so once the newest ones were suspended the rest could never be reached."""
+    monkeypatch.setattr(token_list, "BULK_MAX", 3)
+    _bulk(db, org, 5)
+    for expected in (3, 2):
+        confirm = _bulk_post(signed_in, {"action": "suspend", "all_matching": "1"})
+        ids = re.findall(r'name="ids" value="([^"]+)"', confirm.get_data(as_text=True))
+        assert len(ids) == expected
+        _bulk_post(signed_in, {"action": "suspend", "ids": ids, "confirm": "1"})
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).where(ApiToken.active.is_(True))) == 0
+    nothing = _bulk_post(signed_in, {"action": "suspend", "all_matching": "1"})
+    text = nothing.get_data(as_text=True)
+    assert nothing.status_code == 400 and "None of these tokens would change" in text
+    assert 'name="confirm"' not in text
+
+
+def test_select_all_for_a_member_takes_their_own_tokens_whatever_the_others(
+    client, db, org, make_member, monkeypatch
+):
+    monkeypatch.setattr(token_list, "BULK_MAX", 3)
+    member = make_member(org, role="member")
+    _bulk(db, org, 4)  # the owner's, all newer than the member's
+    _bulk(db, org, 2, start=10, created_by_user_id=member.user_id, created_by_label="m")
+    client.sign_in(member.user.email)
+    confirm = _bulk_post(client, {"action": "revoke", "all_matching": "1"})
+    ids = re.findall(r'name="ids" value="([^"]+)"', confirm.get_data(as_text=True))
+    assert sorted(ids) == ["bulk000000000010", "bulk000000000011"]

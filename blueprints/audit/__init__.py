@@ -133,7 +133,7 @@ def parse_query(args) -> AuditQuery:
         value = args.get(name)
         if value is None:
             continue
-        if value.isdigit() and 1 <= int(value) < 2**63:
+        if value.isascii() and value.isdigit() and 1 <= int(value) < 2**63:
             setattr(query, name, int(value))
         else:
             query.errors[name] = "This page link is not valid: start from the newest events."

@@ -407,6 +407,11 @@ def bulk():
             notice = "Select at least one token first, or “Select all”."
             return _bulk_answer(environment, notice=notice, status=400)
         selection = token_list.select_for_bulk(organization, environment, actor, action, ids=ids)
+    if not selection.tokens:  # nothing to confirm: no "Suspend 0 tokens" button
+        done = "revoked" if selection.action == "revoke" else "suspended or revoked"
+        notice = f"None of these tokens would change: each is already {done}"
+        notice += "." if actor.manages_all_tokens else ", or is not yours to manage."
+        return _bulk_answer(environment, notice=notice, status=400)
     if not request.form.get("confirm"):
         context = {
             "action": selection.action,
