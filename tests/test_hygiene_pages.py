@@ -378,7 +378,11 @@ def test_viewers_see_badges_without_the_rotate_link(client, org, hygiene_tokens,
     viewer = make_member(org, role="viewer")
     client.sign_in(viewer.user.email)
     html = html_of(client.get(PAGE))
-    assert '<span class="badge hygiene expiring"' in html and "· Rotate" not in html
+    assert (
+        '<span class="badge hygiene expiring"' in html
+        and '<span class="badge hygiene unused"' in html
+    )
+    assert "· Renew" not in html and "· Revoke…" not in html and "Rotate…" not in html
     assert client.get(f"{PAGE}/{hygiene_tokens['expiring'].id}/rotate").status_code == 403
 
 
