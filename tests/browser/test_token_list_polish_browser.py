@@ -10,7 +10,8 @@ from contextlib import closing
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_up
+from tests.browser.conftest import PASSWORD, sign_up, unique_email
+from tests.browser.test_teams_browser import invite
 from tests.browser.test_tokens_browser import fill_create_form, open_actions, row_of
 
 PAGE = "/connections/api-tokens?environment=sandbox"
@@ -107,3 +108,25 @@ def test_badges_notes_and_widths(page, shot, live_server):
     assert box["x"] >= 0 and box["x"] + box["width"] <= 1280
     assert _sideways(page) <= 0
     shot(page, "menu-1280")
+
+
+def test_a_viewer_is_told_why_there_is_no_add(browser, page, live_server, shot):
+    sign_up(page, organization="Viewable")
+    _create(page, "Shared deploy")
+    link = invite(page, unique_email("viewer"), "Viewer")
+    other = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    guest = other.new_page()
+    guest.set_default_timeout(10_000)
+    guest.goto(link)
+    guest.get_by_label("Your name").fill("Vera Viewer")
+    guest.get_by_label("Password").fill(PASSWORD)
+    guest.get_by_role("button", name="Create account and join").click()
+    guest.wait_for_url("**/connections/api-tokens**")
+    guest.goto(PAGE)
+    expect(row_of(guest, "Shared deploy")).to_be_visible()
+    expect(guest.get_by_role("link", name="+ Add")).to_have_count(0)
+    hint = guest.locator(".tokens-toolbar .viewer-hint")
+    expect(hint).to_contain_text("As a viewer you can see these tokens")
+    expect(hint).to_contain_text("An owner or admin of Viewable can make you a member.")
+    shot(guest, "viewer-1280")
+    other.close()
