@@ -314,12 +314,20 @@ def hygiene_tokens(org, make_token, db):
     return {"expiring": expiring, "unused": unused, "stale": stale, "fresh": fresh}
 
 
-def test_rows_carry_badges_that_open_the_rotate_form(signed_in, hygiene_tokens):
+def test_rows_carry_badges_that_open_the_fix(signed_in, hygiene_tokens):
+    """ "Expires soon" opens the rotate form (it offers a new expiry): "· Renew"; "Unused"
+    opens the revoke confirmation: "· Revoke…" (issue 20)."""
     html = html_of(signed_in.get(PAGE))
     expiring, unused = hygiene_tokens["expiring"], hygiene_tokens["unused"]
     rotate = f"{PAGE}/{expiring.id}/rotate?environment=sandbox"
     assert f'<a class="badge hygiene expiring" href="{rotate}" hx-get="{rotate}"' in html
-    assert f'class="badge hygiene unused" href="{PAGE}/{unused.id}/rotate' in html
+    badge = html.split(f'class="badge hygiene expiring" href="{rotate}"')[1].split("</a>")[0]
+    assert "· Renew</span>" in badge
+    revoke = f"{PAGE}/{unused.id}/revoke?environment=sandbox"
+    assert f'<a class="badge hygiene unused" href="{revoke}"' in html
+    badge = html.split(f'class="badge hygiene unused" href="{revoke}"')[1].split("</a>")[0]
+    assert "· Revoke…</span>" in badge
+    assert "Revoke “" in html_of(signed_in.get(revoke))
     fresh_row = html.split(f'id="token-{hygiene_tokens["fresh"].id}"')[1].split("</tr>")[0]
     assert "badge hygiene" not in fresh_row
     assert html.count("badge hygiene unused") == 2  # never used, and not used for 31 days
@@ -370,7 +378,11 @@ def test_viewers_see_badges_without_the_rotate_link(client, org, hygiene_tokens,
     viewer = make_member(org, role="viewer")
     client.sign_in(viewer.user.email)
     html = html_of(client.get(PAGE))
-    assert '<span class="badge hygiene expiring"' in html and "· Rotate" not in html
+    assert (
+        '<span class="badge hygiene expiring"' in html
+        and '<span class="badge hygiene unused"' in html
+    )
+    assert "· Renew" not in html and "· Revoke…" not in html and "Rotate…" not in html
     assert client.get(f"{PAGE}/{hygiene_tokens['expiring'].id}/rotate").status_code == 403
 
 

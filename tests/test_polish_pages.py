@@ -180,3 +180,84 @@ def test_an_expired_tokens_page_offers_renew(signed_in, org, make_token, db):
     db.session.commit()
     html = html_of(signed_in.get(f"{PAGE}/{token.id}"))
     assert ">Renew…</a>" in html and ">Rotate…</a>" not in html
+
+
+# ---------------------------------------------------------------- the token list (part 2)
+
+
+def row_html(html: str, token_id: str) -> str:
+    return html.split(f'id="token-{token_id}"')[1].split("</tr>")[0]
+
+
+def test_the_actions_menu_opens_the_rotate_form_or_renew_once_expired(
+    signed_in, org, make_token, db
+):
+    live, _ = make_token(org, name="live")
+    lapsed, _ = make_token(org, name="lapsed")
+    lapsed.expires_at = utcnow().replace(year=2020)
+    db.session.commit()
+    html = html_of(signed_in.get(PAGE))
+    rotate = f"{PAGE}/{live.id}/rotate?environment=sandbox"
+    row = row_html(html, live.id)
+    assert f'href="{rotate}" hx-get="{rotate}" hx-target="#add-slot"' in row
+    assert ">Rotate…<" in row and "grace_period_seconds" not in row  # no inline grace choice
+    assert ">Renew…<" in row_html(html, lapsed.id)
+    form = html_of(signed_in.get(rotate, headers=HX))
+    assert '<option value="86400" selected>' in form  # 24 hours, as on the rotate page
+    assert 'name="stop_old_secret"' in form  # "None" asks first
+
+
+def test_a_row_says_how_long_the_previous_secret_works(signed_in, org, make_token, db):
+    token, _ = make_token(org, name="rotated")
+    plain, _ = make_token(org, name="plain")
+    token_service.rotate_token(token, owner_actor(org), grace_seconds=3600)
+    db.session.commit()
+    html = html_of(signed_in.get(PAGE))
+    note = r'<small class="row-note grace">Previous secret works until <time datetime="[^"]+"'
+    assert re.search(note, row_html(html, token.id))
+    assert "row-note" not in row_html(html, plain.id)
+    token.previous_secret_expires_at = utcnow().replace(year=2020)  # the grace is over
+    db.session.commit()
+    assert "row-note" not in row_html(html_of(signed_in.get(PAGE)), token.id)
+
+
+def test_a_revoked_row_says_when_and_by_whom_instead_of_expiry_and_use(
+    signed_in, org, make_token, db
+):
+    token, _ = make_token(org, name="gone")
+    token_service.revoke_token(token, owner_actor(org))
+    db.session.commit()
+    for headers in ({}, HX):
+        row = row_html(html_of(signed_in.get(PAGE, headers=headers)), token.id)
+        assert re.search(r'<small class="row-note">Revoked <time [^>]+>[^<]+</time> by ', row)
+        assert "in 90 days" not in row  # its expiry is not shown any more
+    # The row htmx swaps in after a revoke says it too, and its notice is read out.
+    other, _ = make_token(org, name="next")
+    response = signed_in.form(
+        f"{PAGE}/{other.id}/revoke", {"environment": "sandbox"}, page=PAGE, headers=HX
+    )
+    html = html_of(response)
+    assert 'data-announce="Revoked “next”.' in html
+    assert '<small class="row-note">Revoked ' in html and " by " in html
+
+
+def test_a_viewer_is_told_why_there_is_no_add(client, org, make_member, make_token):
+    make_token(org, name="someone's")
+    viewer = make_member(org, role="viewer")
+    client.sign_in(viewer.user.email)
+    html = html_of(client.get(PAGE))
+    assert '<p class="viewer-hint">As a viewer you can see these tokens' in html
+    assert ">+ Add</a>" not in html
+
+
+def test_no_search_or_zero_chips_before_the_first_token(signed_in, org, make_token):
+    html = html_of(signed_in.get(PAGE))
+    assert "tokens-region env-sandbox no-tokens" in html  # app.css hides the search box
+    assert 'class="filter-chips"' not in html
+    assert html.count(">+ Add</a>") == 1
+    assert html.count(">API tokens</") == 2  # the tab, and the heading only screen readers read
+    assert 'class="visually-hidden">API tokens</h2>' in html
+    make_token(org, name="first")
+    html = html_of(signed_in.get(PAGE))
+    assert "no-tokens" not in html and 'class="filter-chips"' in html
+    assert html.count(">+ Add</a>") == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
@@ -31,7 +32,7 @@ from blueprints.web import (
     show_errors,
 )
 from extensions import db
-from models import ApiToken, utcnow
+from models import ApiToken, AuditEvent, utcnow
 from services import audit, hygiene, policy, token_list, tokens
 from services.actor import Actor
 from services.errors import DomainError, ValidationFailed
@@ -498,6 +499,8 @@ def _row_or_page(token: ApiToken, *, status: int = 200, secret: str | None = Non
             token=token,
             can_manage=lambda t: tokens.can_manage(actor, t),
             badges=lambda t: hygiene.badges(t, now),
+            now=now,
+            revoked_by=_revoked_by([token]) if token.revoked_at else {},
             **context,
         )
         return html, status
@@ -673,9 +676,28 @@ def _page(
         can_manage=lambda t: tokens.can_manage(actor, t),
         form=form,
         list_filters=LIST_FILTERS,
+        now=now,
+        revoked_by=_revoked_by(page.tokens) if page.tokens else {},
         **context,
     )
     return html, status
+
+
+def _revoked_by(shown: list[ApiToken]) -> dict[str, AuditEvent]:
+    """Who revoked each revoked token shown, from the audit log: one statement for the whole
+    page (run whenever the page has rows, so a page's statements never depend on its rows)."""
+    ids = [t.id for t in shown if t.revoked_at is not None]
+    events = db.session.scalars(
+        sa.select(AuditEvent)
+        .where(
+            AuditEvent.organization_id == current_org().id,
+            AuditEvent.action == "token.revoked",
+            AuditEvent.target_type == "token",
+            AuditEvent.target_id.in_(ids),
+        )
+        .order_by(AuditEvent.id)
+    )
+    return {event.target_id: event for event in events}  # the last revocation wins
 
 
 def _create_form(environment: str | None = None) -> CreateTokenForm:

@@ -98,6 +98,8 @@ def _create(page, name: str, role: str = "writer", scope: str | None = None) -> 
 def _row_action(page, name: str, button: str) -> None:
     row = page.locator("tr.token-row", has=page.get_by_role("link", name=name, exact=True))
     row.get_by_label(f"Actions for {name}").click()
+    if not button:  # only open the menu
+        return
     if button == "Revoke token":
         row.get_by_text("Revoke…").click()
         expect(row.get_by_text("This cannot be undone")).to_be_visible()
@@ -123,6 +125,14 @@ def console(browser, live_server) -> Iterator[Console]:
     expect(page.locator("tr.status-inactive")).to_have_count(1)
     _row_action(page, "Retired", "Revoke token")
     expect(page.locator("tr.status-revoked")).to_have_count(1)
+    # A rotation with a grace: the row's "Previous secret works until" note.
+    _row_action(page, LONG_NAME, "")
+    page.get_by_role("link", name=f"Rotate… “{LONG_NAME}”").click()
+    page.locator("#rotate-form").get_by_label("Old secret keeps working for").select_option("3600")
+    page.locator("#rotate-form").get_by_role("button", name="Rotate secret").click()
+    expect(page.locator("#new-secret")).to_be_visible()
+    page.goto("/connections/api-tokens?environment=sandbox")
+    expect(page.locator(".row-note.grace")).to_have_count(1)
     ids = {}
     for name in ("Deploy bot", "Old integration"):
         link = page.get_by_role("link", name=name, exact=True)

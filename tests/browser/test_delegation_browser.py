@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import PASSWORD, sign_up, unique_email
 from tests.browser.test_teams_browser import invite, make_tokens
-from tests.browser.test_tokens_browser import open_actions, row_of
+from tests.browser.test_tokens_browser import rotate_from_menu, row_of
 
 
 def test_secrets_an_admin_holds_are_listed_and_revoked_when_they_go(
@@ -32,9 +32,7 @@ def test_secrets_an_admin_holds_are_listed_and_revoked_when_they_go(
     # Grace, an admin, rotates both of the owner's tokens and keeps the new secrets.
     grace.goto("/connections/api-tokens?environment=production")
     for name in ("owner-deploy", "owner-metrics"):
-        row = open_actions(grace, name)
-        row.get_by_label("Old secret keeps working").select_option("604800")
-        row.get_by_role("button", name="Rotate").click()
+        rotate_from_menu(grace, name, "604800")
         expect(grace.locator("#new-secret")).to_be_visible()
         grace.goto("/connections/api-tokens?environment=production")
 

@@ -185,7 +185,8 @@ def test_focus_after_suspend_and_after_an_invite(page, shot):
     row.get_by_role("button", name="Suspend").click()
     expect(page.locator("tr.status-inactive")).to_have_count(1)
     wait_focus(page, "el && el.matches(\"summary[aria-label='Actions for Pausable']\")")
-    expect(page.locator("#announcer")).to_contain_text("Pausable: Suspended")
+    # The row's data-announce: what happened, in the words of the notice (issue 20, part 2).
+    expect(page.locator("#announcer")).to_contain_text("Suspended “Pausable”: requests with it")
 
     # An invite: the focus is on the new link, and the form is back to the default role.
     page.goto("/settings/members")

@@ -27,11 +27,16 @@ def test_none_from_the_actions_menu_asks_first(page, shot):
     sign_up(page)
     first = _create(page, "Ask first")
     page.goto(PAGE)
+    # Actions → Rotate… opens the rotate form above the list, on 24 hours (issue 20).
     row = open_actions(page, "Ask first")
-    row.get_by_label("Old secret keeps working").select_option("0")
-    row.get_by_role("button", name="Rotate").click()
-
+    row.get_by_role("link", name="Rotate… “Ask first”").click()
     form = page.locator("#rotate-form")
+    grace = form.get_by_label("Old secret keeps working for")
+    expect(grace).to_have_value("86400")
+    expect(grace).to_be_focused()
+    grace.select_option("0")
+    form.get_by_role("button", name="Rotate secret").click()
+
     expect(form).to_contain_text("stops the old secret at once")
     expect(page.locator("#new-secret")).to_have_count(0)  # nothing rotated yet
     checkbox = form.get_by_label("Yes, stop the old secret now")
@@ -67,14 +72,14 @@ def test_an_expired_token_is_renewed_with_a_new_expiry(page, shot, live_server):
             (token_id,),
         )
 
-    # From the Actions menu, which knows no expiry: the renewal form answers.
+    # The Actions menu says Renew… for an expired token, and opens the renewal form.
     page.goto(PAGE)
     row = open_actions(page, "Lapsed")
-    row.get_by_label("Old secret keeps working").select_option("86400")
-    row.get_by_role("button", name="Rotate").click()
+    expect(row.get_by_role("link", name="Rotate… “Lapsed”")).to_have_count(0)
+    row.get_by_role("link", name="Renew… “Lapsed”").click()
     form = page.locator("#rotate-form")
     expect(form).to_contain_text("Renew “Lapsed”")
-    expect(form).to_contain_text("has expired")
+    expect(form).to_contain_text("It expired")
     expect(form.get_by_label("Old secret keeps working for")).to_have_count(0)
     expect(form.get_by_label("Expiry", exact=True)).to_be_focused()
     shot(page, "renew-1280")

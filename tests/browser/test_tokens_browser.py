@@ -28,6 +28,20 @@ def open_actions(page, name):
     return row
 
 
+def rotate_from_menu(page, name, grace: str, *, opened: bool = False):
+    """Actions → Rotate… opens the rotate form above the list (24 hours preselected), then
+    rotates with `grace` seconds; "0" answers the form's question too."""
+    row = row_of(page, name) if opened else open_actions(page, name)
+    row.get_by_role("link", name=f"Rotate… “{name}”").click()
+    form = page.locator("#rotate-form")
+    select = form.get_by_label("Old secret keeps working for")
+    expect(select).to_have_value("86400")
+    select.select_option(grace)
+    if grace == "0":
+        form.get_by_label("Yes, stop the old secret now").check()
+    form.get_by_role("button", name="Rotate secret").click()
+
+
 def fill_create_form(page, name, *, scope="tokens:read"):
     form = page.locator("#add-form")
     form.get_by_label("Name", exact=True).fill(name)
@@ -90,10 +104,9 @@ def test_token_life_with_htmx(page, shot, environment):
     shot(page, "reloaded")
     page.evaluate("window.stillThisPage = true")
 
-    row = open_actions(page, "Deploy bot")
+    open_actions(page, "Deploy bot")
     shot(page, "actions-menu")
-    row.get_by_label("Old secret keeps working").select_option("3600")
-    row.get_by_role("button", name="Rotate").click()
+    rotate_from_menu(page, "Deploy bot", "3600", opened=True)
     expect(page.get_by_text("The previous secret keeps working until")).to_be_visible()
     rotated = page.locator("#new-secret").inner_text().strip()
     assert TOKEN_PATTERN.fullmatch(rotated) and rotated != secret
@@ -178,9 +191,7 @@ def test_token_life_without_javascript(nojs_page, shot, environment):
     page.goto(f"/connections/api-tokens?environment={environment}")
     assert secret not in page.content()
 
-    row = open_actions(page, "Nightly job")
-    row.get_by_label("Old secret keeps working").select_option("86400")
-    row.get_by_role("button", name="Rotate").click()
+    rotate_from_menu(page, "Nightly job", "86400")
     rotated = page.locator("#new-secret").inner_text().strip()
     assert TOKEN_PATTERN.fullmatch(rotated) and rotated != secret
     shot(page, "rotated")
