@@ -123,3 +123,29 @@ def test_token_form_with_invalid_bytes_never_fails_badly(signed_in, db, body):
     )
     assert response.status_code < 500
     assert _count(db, ApiToken) == 0
+
+
+@pytest.mark.parametrize("digits", ["²", "³⁰", "٣"])
+def test_numbers_in_other_scripts_are_a_clear_error_never_a_500(signed_in, db, make_token, digits):
+    """Attack review: str.isdigit() is true for "²", which int() refuses: each of these
+    fields answered 500."""
+    page = "/connections/api-tokens"
+    made = signed_in.post(
+        page, data={"csrf_token": signed_in.token, "name": "x", "expires_in_days": digits}
+    )
+    assert made.status_code == 400 and _count(db, ApiToken) == 0
+    policy = signed_in.post(
+        "/settings/policy",
+        data={"csrf_token": signed_in.token, "max_live_tokens": digits,
+              "max_lifetime_days": "365", "rate_limit": "1000/minute"},
+    )  # fmt: skip
+    assert policy.status_code == 400
+    for query in (f"older={digits}", f"newer={digits}"):
+        for path in ("/connections/audit-log", "/connections/audit-log.csv"):
+            assert signed_in.get(f"{path}?{query}").status_code == 400
+    token, _ = make_token(signed_in.org, name="rotated", expires_in_days=30)
+    rotated = signed_in.post(
+        f"{page}/{token.id}/rotate",
+        data={"csrf_token": signed_in.token, "grace_period_seconds": digits},
+    )
+    assert rotated.status_code == 400
