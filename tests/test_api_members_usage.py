@@ -25,7 +25,7 @@ def test_members_lists_the_organizations_people_and_roles_and_nothing_secret(
     response = client.get(f"{API}/members", headers=bearer(secret))
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
-    assert body["query"] == {"found": 2, "length": 2, "offset": 0, "total": 2}
+    assert body["query"] == {"found": 2, "length": 2, "offset": 0, "total": 2, "has_more": False}
     assert [(m["email"], m["role"]) for m in body["members"]] == [
         (owner.email, "owner"),
         (viewer.user.email, "viewer"),
@@ -45,7 +45,7 @@ def test_members_pages_with_offset_and_length(client, make_org, make_member, mak
     page = client.get(
         f"{API}/members", query_string={"offset": 1, "length": 2}, headers=bearer(secret)
     ).get_json()
-    assert page["query"] == {"found": 4, "length": 2, "offset": 1, "total": 4}
+    assert page["query"] == {"found": 4, "length": 2, "offset": 1, "total": 4, "has_more": True}
     assert len(page["members"]) == 2
 
 
