@@ -21,6 +21,7 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
+from markupsafe import Markup
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
@@ -257,6 +258,18 @@ def init_app(app: Flask) -> None:
     server_session.init_app(app)
     register_filters(app)
     app.url_map.converters["id"] = RowIdConverter
+
+    @app.template_global()
+    def organization_field() -> Markup:
+        """The hidden `organization_id` of a form that changes something in the current
+        organization: posted from a tab that another tab has since switched away from, it
+        is refused (refuse_stale_organization) instead of acting where nobody is looking.
+        htmx requests say it in the X-Keysmith-Org header too; this covers plain posts."""
+        membership = current_membership() if current_user.is_authenticated else None
+        if membership is None:
+            return Markup("")
+        field = Markup('<input type="hidden" name="organization_id" value="{}">')
+        return field.format(membership.organization_id)  # format() escapes what it is given
 
     @app.context_processor
     def inject_membership() -> dict[str, Any]:

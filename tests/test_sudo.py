@@ -177,3 +177,26 @@ def test_a_confirmation_from_a_stale_tab_does_not_land_in_another_organization(
     db.session.expire_all()
     assert db.session.get(Organization, second.id).max_live_tokens == 100
     assert db.session.get(Organization, first.id).max_live_tokens == 100
+
+
+def test_a_plain_form_from_a_stale_tab_does_not_change_another_organization(
+    client, db, make_org, make_user
+):
+    """Without JavaScript (no X-Keysmith-Org header), the policy form of organization A,
+    submitted after another tab switched to B, must not change B's policy."""
+    ada = make_user(email="ada@example.com")
+    first = make_org(owner=ada, name="First")
+    second = make_org(owner=ada, name="Second")
+    client.sign_in("ada@example.com")
+    token = client.csrf_token(POLICY)
+    client.post(f"/organizations/{first.id}/switch", data={"csrf_token": token})
+    html = client.get(POLICY).get_data(as_text=True)
+    fields = _hidden(html)
+    assert fields["organization_id"] == str(first.id)
+    client.post(f"/organizations/{second.id}/switch", data={"csrf_token": token})
+    stale = client.post(POLICY, data={**_policy(max_live_tokens="7"), **fields})
+    assert stale.status_code == 409
+    db.session.expire_all()
+    assert db.session.get(Organization, second.id).max_live_tokens == 100
+    fresh = client.form(POLICY, _policy(max_live_tokens="7"), page=POLICY)
+    assert fresh.status_code == 302  # the page of the current organization still works
