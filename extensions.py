@@ -1,7 +1,6 @@
 """Extensions created bare here and bound to the app in create_app()."""
 
 import contextlib
-import functools
 import os
 import sqlite3
 import time
@@ -26,39 +25,12 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
 
 
-# Paths Flask-Limiter never looks at: the API counts its own limits (blueprints/api/limits.py),
-# and the health check and static files have none.
-LIMITER_FREE_PATHS = ("/api/", "/healthz", "/static/")
-
-
 def init_limiter(app) -> None:
-    """Bind Flask-Limiter, with its per-request hooks skipping LIMITER_FREE_PATHS outright:
-    filtered only by a request filter, its hooks still cost a whoami more than a bare Flask
-    view does in all (issue 17). Sign-in counts through `counted_limits`, which uses only
-    its storage."""
-    before = len(app.before_request_funcs.get(None, ()))
-    after = len(app.after_request_funcs.get(None, ()))
-    teardown = len(app.teardown_request_funcs.get(None, ()))
+    """Bind Flask-Limiter. Its per-request hooks are the console's: blueprints/hook_scopes.py
+    skips them outright for the API, /healthz and static files (filtered only by a request
+    filter, they cost a whoami more than a bare Flask view does in all, issue 17). Sign-in
+    counts through `counted_limits`, which uses only its storage."""
     limiter.init_app(app)
-    for funcs, start in (
-        (app.before_request_funcs, before),
-        (app.after_request_funcs, after),
-        (app.teardown_request_funcs, teardown),
-    ):
-        hooks = funcs.get(None, [])
-        hooks[start:] = [_skipping_free_paths(hook) for hook in hooks[start:]]
-
-
-def _skipping_free_paths(hook):
-    from flask import request
-
-    @functools.wraps(hook)
-    def skipping(*args):
-        if request.path.startswith(LIMITER_FREE_PATHS):
-            return args[0] if args and not isinstance(args[0], BaseException) else None
-        return hook(*args)
-
-    return skipping
 
 
 def redis_options(config) -> dict:

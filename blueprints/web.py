@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from blueprints import server_session
+from blueprints.hook_scopes import web_only
 from blueprints.last_resort import is_database_outage
 from extensions import db, login_manager
 from models import ROLE_RANK, Membership, Organization, User, utcnow
@@ -283,6 +284,7 @@ def init_app(app: Flask) -> None:
         }
 
     @app.before_request
+    @web_only
     def offer_a_new_organization():
         """Someone in no organization (removed from their last one) is offered to start one,
         rather than a dead end."""
@@ -297,6 +299,7 @@ def init_app(app: Flask) -> None:
         return None
 
     @app.before_request
+    @web_only
     def require_two_factor():
         """An organization whose policy requires two-factor sign-in sends a member without it
         to set it up; only their account pages and signing out stay open."""
@@ -328,6 +331,7 @@ def init_app(app: Flask) -> None:
         return redirect(target)
 
     @app.before_request
+    @web_only
     def refuse_stale_organization() -> None:
         """A page says which organization it was made for (the X-Keysmith-Org header of htmx,
         or a form's organization_id); if another tab has switched since, refuse the change

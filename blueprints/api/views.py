@@ -10,7 +10,7 @@ from typing import Any
 
 import pydantic_core
 import sqlalchemy as sa
-from flask import Response, jsonify, request, url_for
+from flask import Response, current_app, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnsupportedMediaType
 
@@ -214,10 +214,27 @@ def _token_fields(values: Any, now: datetime, href: str) -> dict[str, Any]:
     }
 
 
+_HREFS = "keysmith_tokens_href"
+_HREFS_KEPT = 64
+
+
 def tokens_href() -> str:
-    """Where tokens live: a token's href is this and its id (url_for once, not per row)."""
-    # get_token's route is list_tokens' plus "/<token_id>" (ids are URL-safe).
-    return url_for("api.list_tokens", _external=True) + "/"
+    """Where tokens live: a token's href is this and its id (url_for once, not per row).
+
+    It depends only on the app and on the scheme, host and script root the request came to,
+    so it is kept per app for each of those (a few: PublicOrigin answers only our hosts),
+    rather than built by url_for on every answer that shows a token (whoami among them)."""
+    environ = request.environ
+    key = (environ.get("wsgi.url_scheme"), environ.get("HTTP_HOST"), environ.get("SCRIPT_NAME"))
+    kept = current_app.extensions.setdefault(_HREFS, {})
+    href = kept.get(key)
+    if href is None:
+        # get_token's route is list_tokens' plus "/<token_id>" (ids are URL-safe).
+        href = url_for("api.list_tokens", _external=True) + "/"
+        if len(kept) >= _HREFS_KEPT:
+            kept.clear()
+        kept[key] = href
+    return href
 
 
 def event_json(event: AuditEvent) -> dict[str, Any]:
