@@ -4,10 +4,12 @@ The API's authentication calls `record_use(token, ip)` after a token is verified
 worker keeps the counts in memory and writes them at most once a minute, always from a
 thread of its own, never a request's (its timer, every interval, so a token that goes quiet
 is still written within the minute; woken early by the first request after the interval;
-and when the process exits), in one transaction of its own and two statements, however many
-tokens it holds: an upsert into `token_usage` that adds to the day's count, and
-`last_used_at` / `last_used_ip` on the token only where this worker's time is newer. Several
-workers and hosts add up correctly, since each flush adds its own counts.
+and when the process exits), in transactions of its own of at most 2,000 tokens each (so a
+revocation never waits behind a whole flush) and two statements each: an upsert into
+`token_usage` that adds to the day's count, and `last_used_at` / `last_used_ip` on the token
+only where this worker's time is newer. A part that fails is kept for the next flush; the
+parts written before it are not written again. Several workers and hosts add up correctly,
+since each flush adds its own counts.
 """
 
 from __future__ import annotations
@@ -154,21 +156,52 @@ def flush() -> int:
     counts, last_used = buffer.take()
     if not counts and not last_used:
         return 0
+    touched = len(last_used)
+    size = int(current_app.config.get("USAGE_FLUSH_TRANSACTION_TOKENS", TRANSACTION_TOKENS))
     try:
-        _write(counts, last_used)
+        for part_counts, part_last_used in _parts(counts, last_used, size):
+            _write(part_counts, part_last_used)
+            for key in part_counts:  # written: never put back, so never counted twice
+                del counts[key]
+            for token_id in part_last_used:
+                del last_used[token_id]
     except Exception:
-        buffer.put_back(counts, last_used)
+        buffer.put_back(counts, last_used)  # what was not written yet
         raise
     buffer.flushed_by = threading.current_thread().name
-    return len(last_used)
+    return touched
 
 
-# One statement per table and batch: the rows travel as one parameter (PostgreSQL arrays,
-# SQLite a JSON array read by json_each), so 50,000 tokens cost two statements, not 100,000
-# (1.3 s on SQLite and 4 s on PostgreSQL as an executemany; issue 16). Tokens deleted since
-# are left out by the join. Two workers' flushes may deadlock on PostgreSQL: the loser's
-# transaction is rolled back and its counts written at its next flush (put_back).
-_BATCH = 50_000
+# A transaction of its own for each part of this many tokens: a flush of 50,000 tokens
+# rewrites 50,000 rows of api_tokens (about 10 s on a slow PostgreSQL, 1 s on SQLite), and
+# a revocation, rotation or suspension of any of them waited for all of it, behind the row
+# locks (PostgreSQL) or the one write lock (SQLite). In parts, it waits for one part at most.
+TRANSACTION_TOKENS = 2_000
+
+
+def _parts(
+    counts: dict[tuple[str, date], int],
+    last_used: dict[str, tuple[datetime, str | None]],
+    size: int,
+):
+    """(counts, last used) of at most `size` tokens at a time, in token order."""
+    by_token: dict[str, list[tuple[str, date]]] = {}
+    for key in counts:
+        by_token.setdefault(key[0], []).append(key)
+    tokens = sorted(by_token.keys() | last_used.keys())
+    for start in range(0, len(tokens), max(1, size)):
+        part = tokens[start : start + size]
+        yield (
+            {key: counts[key] for token_id in part for key in by_token.get(token_id, ())},
+            {token_id: last_used[token_id] for token_id in part if token_id in last_used},
+        )
+
+
+# One statement per table and part: the rows travel as one parameter (PostgreSQL arrays,
+# SQLite a JSON array read by json_each), so a part costs two statements, however many tokens
+# (an executemany of 50,000 tokens took 1.3 s on SQLite and 4 s on PostgreSQL; issue 16).
+# Tokens deleted since are left out by the join. Two workers' flushes may deadlock on
+# PostgreSQL: the loser's part is rolled back and written at its next flush (put_back).
 
 _PG_COUNTS = sa.text(
     """
@@ -231,11 +264,6 @@ def _sqlite_time(at: datetime) -> str:
     return at.isoformat(" ", "microseconds")[:26]
 
 
-def _batches(items: list, size: int = _BATCH):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _write(
     counts: dict[tuple[str, date], int], last_used: dict[str, tuple[datetime, str | None]]
 ) -> None:
@@ -249,21 +277,21 @@ def _write(
             # Counts lost to a crash of the database in the next few hundred ms are not worth
             # waiting for the disk on every flush.
             conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
-            for batch in _batches(count_rows):
-                ids, days, numbers = zip(*batch, strict=True)
+            if count_rows:
+                ids, days, numbers = zip(*count_rows, strict=True)
                 conn.execute(
                     _PG_COUNTS, {"ids": list(ids), "days": list(days), "counts": list(numbers)}
                 )
-            for batch in _batches(seen_rows):
-                ids, ats, ips = zip(*batch, strict=True)
+            if seen_rows:
+                ids, ats, ips = zip(*seen_rows, strict=True)
                 times = [_naive_utc(at) for at in ats]
                 conn.execute(_PG_LAST_USED, {"ids": list(ids), "ats": times, "ips": list(ips)})
         elif dialect == "sqlite":
-            for batch in _batches(count_rows):
-                rows = [(token_id, day.isoformat(), count) for token_id, day, count in batch]
+            if count_rows:
+                rows = [(token_id, day.isoformat(), count) for token_id, day, count in count_rows]
                 conn.execute(_SQLITE_COUNTS, {"rows": json.dumps(rows)})
-            for batch in _batches(seen_rows):
-                rows = [(token_id, _sqlite_time(at), ip) for token_id, at, ip in batch]
+            if seen_rows:
+                rows = [(token_id, _sqlite_time(at), ip) for token_id, at, ip in seen_rows]
                 conn.execute(_SQLITE_LAST_USED, {"rows": json.dumps(rows)})
         else:
             raise NotImplementedError(f"token usage flush on {dialect}")

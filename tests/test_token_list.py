@@ -444,3 +444,14 @@ def test_select_all_for_a_member_takes_their_own_tokens_whatever_the_others(
     confirm = _bulk_post(client, {"action": "revoke", "all_matching": "1"})
     ids = re.findall(r'name="ids" value="([^"]+)"', confirm.get_data(as_text=True))
     assert sorted(ids) == ["bulk000000000010", "bulk000000000011"]
+
+
+@pytest.mark.parametrize("path", ["api_tokens", "audit_events"])
+def test_an_empty_cursor_is_a_400_naming_it(client, org, make_token, path):
+    _caller, secret = make_token(org, name="caller", role="admin")
+    response = client.get(
+        f"{API}/{path}?starting_after=", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error" and "starting_after" in error["details"]

@@ -321,7 +321,9 @@ STARTING_AFTER = (
 class TokenListQuery(_Input):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     length: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
-    starting_after: Text | None = Field(default=None, max_length=32, description=STARTING_AFTER)
+    starting_after: Text | None = Field(
+        default=None, min_length=1, max_length=32, description=STARTING_AFTER
+    )
     name: Text | None = Field(default=None, max_length=200)
     active: bool | None = None
     status: Status | None = None
