@@ -97,45 +97,6 @@ def get_token_or_404(
     return token
 
 
-@dataclass
-class TokenGroups:
-    """One environment's tokens as the page shows them: live ones by role, then revoked."""
-
-    by_role: dict[str, list[ApiToken]] = field(default_factory=dict)
-    revoked: list[ApiToken] = field(default_factory=list)
-
-    @property
-    def live_count(self) -> int:
-        return sum(len(group) for group in self.by_role.values())
-
-    @property
-    def is_empty(self) -> bool:
-        return self.live_count == 0 and not self.revoked
-
-
-def grouped_tokens(
-    organization: Organization,
-    environment: str,
-    query: sa.Select | None = None,
-    *,
-    limit: int | None = None,
-) -> TokenGroups:
-    """One query (`query`, else all of the environment's tokens), grouped in Python: the page's
-    statement count does not grow with its rows. `limit` caps the rows loaded."""
-    groups = TokenGroups(by_role={role: [] for role in TOKEN_ROLES})
-    if query is None:
-        query = tokens_of(organization, environment)
-    if limit is not None:
-        query = query.limit(limit)
-    for token in db.session.scalars(query):
-        if token.is_revoked:
-            groups.revoked.append(token)
-        else:
-            groups.by_role[token.role].append(token)
-    groups.revoked.sort(key=lambda t: t.revoked_at or t.created_at, reverse=True)
-    return groups
-
-
 def requests_per_day(
     token: ApiToken, *, days: int = USAGE_DAYS, today: date | None = None
 ) -> list[tuple[date, int]]:
@@ -190,7 +151,6 @@ def live_token_count(organization: Organization, now: datetime) -> int:
 # ---------------------------------------------------------------- search ("I found this token")
 
 SEARCH_MAX = 200  # characters; a whole secret has 62 or 63
-PAGE_ROWS = 500  # rows one view renders at most; search narrows the rest
 HYGIENE_FILTERS = ("expiring", "unused")
 _PREFIX_QUERY = re.compile(
     rf"ks_(prod|sbx)_([0-9A-Za-z]{{{token_secrets.PREFIX_ID_CHARS},{token_secrets.ID_LENGTH}}})"
@@ -280,14 +240,6 @@ def search_tokens(
     elif hygiene_filter == "unused":
         query = query.where(unused_filter(now))
     return query.order_by(ApiToken.revoked_at.is_not(None), ApiToken.created_at.desc(), ApiToken.id)
-
-
-def count_of(query: sa.Select) -> int:
-    """How many rows a token query finds, in one statement."""
-    return (
-        db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
-        or 0
-    )
 
 
 @dataclass(frozen=True)

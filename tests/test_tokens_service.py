@@ -512,17 +512,6 @@ def test_get_token_or_404_is_scoped_to_organization_and_environment(db, org, own
         tokens.get_token_or_404(org, None, "nope")
 
 
-def test_grouped_tokens_by_role_with_revoked_apart(db, org, owner):
-    a, _ = create(org, owner, name="a", role="admin")
-    v, _ = create(org, owner, name="v", role="viewer")
-    r, _ = create(org, owner, name="r", role="viewer")
-    create(org, owner, name="p", environment="production")
-    tokens.revoke_token(r, owner)
-    groups = tokens.grouped_tokens(org, "sandbox")
-    assert groups.by_role == {"admin": [a], "writer": [], "viewer": [v]}
-    assert groups.revoked == [r] and groups.live_count == 2 and not groups.is_empty
-
-
 def test_requests_per_day_fills_missing_days_with_zero(db, org, owner):
     from models import TokenUsage
 
