@@ -103,14 +103,23 @@ def page(context):
 @pytest.fixture
 def shot(request):
     """Save a full-page screenshot named after the test and a step, to look at."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def take(page, step: str) -> Path:
         path = SCREENSHOTS / f"{request.node.name}-{step}.png".replace("/", "_")
-        page.screenshot(path=str(path), full_page=True)
+        save_screenshot(page, path)
         return path
 
     return take
+
+
+def save_screenshot(page, path: Path, *, full_page: bool = True) -> None:
+    """A screenshot to look at (test-artifacts/screenshots, never committed), unless
+    KEYSMITH_SCREENSHOTS=0: `.ci/run` sets it, since nobody looks at a CI run's pictures and
+    rendering them was a few percent of the suite's time. No test asserts on one."""
+    if os.environ.get("KEYSMITH_SCREENSHOTS", "1") == "0":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=full_page)
 
 
 def unique_email(prefix: str = "user") -> str:

@@ -27,18 +27,19 @@ from tests.browser.conftest import (
     ROOT,
     SCREENSHOTS,
     LiveServer,
+    save_screenshot,
     sign_in,
     sign_up,
     unique_email,
 )
 
 AXE = Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# Each width, and the color schemes checked at it: each page is loaded once a width and
+# checked in each scheme (switched in place, as a person's system setting would).
 LAYOUTS = {
-    "1280-light": ({"width": 1280, "height": 900}, "light"),
-    "1280-dark": ({"width": 1280, "height": 900}, "dark"),
-    "1024-light": ({"width": 1024, "height": 768}, "light"),
-    "390-light": ({"width": 390, "height": 844}, "light"),
-    "390-dark": ({"width": 390, "height": 844}, "dark"),
+    "1280": ({"width": 1280, "height": 900}, ("light", "dark")),
+    "1024": ({"width": 1024, "height": 768}, ("light",)),
+    "390": ({"width": 390, "height": 844}, ("light", "dark")),
 }
 LONG_NAME = "Nightly metrics export to the data warehouse for the finance team's reports"
 
@@ -215,7 +216,7 @@ def console(browser, live_server) -> Iterator[Console]:
 
 
 def run_axe(page) -> list[dict]:
-    page.add_script_tag(path=str(AXE))
+    """axe's serious and critical violations on the page (axe itself injected already)."""
     result = page.evaluate(
         """async () => {
           const r = await axe.run(document, {resultTypes: ["violations"]});
@@ -235,32 +236,38 @@ def sideways_overflow(page) -> int:
     )
 
 
-def _check(page, name: str, path: str | None, layout: str, problems: list[str]) -> None:
-    """axe and the sideways check on `path`, or on the page as it is (None)."""
+def _check(
+    page, name: str, path: str | None, width: str, schemes: tuple[str, ...], problems: list[str]
+) -> None:
+    """axe and the sideways check on `path`, or on the page as it is (None), in each scheme."""
     if path is not None:
         assert page.goto(path) is not None
     path = path or page.url
     page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(SCREENSHOTS / f"axe-{layout}-{name}.png"), full_page=True)
-    for violation in run_axe(page):
-        problems.append(
-            f"{path} [{layout}] {violation['id']} ({violation['impact']}): "
-            f"{violation['help']}\n    " + "\n    ".join(violation["nodes"])
-        )
-    overflow = sideways_overflow(page)
-    if overflow > 0:
-        problems.append(f"{path} [{layout}] scrolls sideways by {overflow}px")
+    page.add_script_tag(path=str(AXE))
+    for scheme in schemes:
+        layout = f"{width}-{scheme}"
+        page.emulate_media(color_scheme=scheme)
+        save_screenshot(page, SCREENSHOTS / f"axe-{layout}-{name}.png")
+        for violation in run_axe(page):
+            problems.append(
+                f"{path} [{layout}] {violation['id']} ({violation['impact']}): "
+                f"{violation['help']}\n    " + "\n    ".join(violation["nodes"])
+            )
+        overflow = sideways_overflow(page)
+        if overflow > 0:
+            problems.append(f"{path} [{layout}] scrolls sideways by {overflow}px")
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_no_serious_axe_violation_on_any_page(browser, live_server, console, layout):
-    viewport, scheme = LAYOUTS[layout]
+@pytest.mark.parametrize("width", list(LAYOUTS))
+def test_no_serious_axe_violation_on_any_page(browser, live_server, console, width):
+    viewport, schemes = LAYOUTS[width]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     for signed_in, paths in ((False, console.signed_out), (True, console.signed_in)):
         # bypass_csp: our Content-Security-Policy (script-src 'self') refuses axe's script tag.
         context = browser.new_context(
-            base_url=live_server.url, viewport=viewport, color_scheme=scheme, bypass_csp=True
+            base_url=live_server.url, viewport=viewport, color_scheme=schemes[0], bypass_csp=True
         )
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -269,7 +276,7 @@ def test_no_serious_axe_violation_on_any_page(browser, live_server, console, lay
                 sign_in(page, console.email, PASSWORD)
                 page.wait_for_url("**/connections/api-tokens**")
             for name, path in paths:
-                _check(page, name, path, layout, problems)
+                _check(page, name, path, width, schemes, problems)
             if not signed_in:
                 # A failed sign-in, with its error; then the two-factor code step.
                 page.goto("/login")
@@ -277,10 +284,10 @@ def test_no_serious_axe_violation_on_any_page(browser, live_server, console, lay
                 page.get_by_label("Password").fill("not the password")
                 page.get_by_role("button", name="Sign in").click()
                 expect(page.get_by_text("do not match")).to_be_visible()
-                _check(page, "login-failed", None, layout, problems)
+                _check(page, "login-failed", None, width, schemes, problems)
                 sign_in(page, console.two_factor_email, PASSWORD)
                 page.wait_for_url("**/login/two-factor")
-                _check(page, "two-factor-sign-in", None, layout, problems)
+                _check(page, "two-factor-sign-in", None, width, schemes, problems)
         finally:
             context.close()
     assert not problems, "\n" + "\n".join(problems)

@@ -9,7 +9,7 @@ import sys
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ROOT, SCREENSHOTS, sign_up
+from tests.browser.conftest import ROOT, SCREENSHOTS, save_screenshot, sign_up
 
 PAGE = "/connections/api-tokens"
 
@@ -102,7 +102,7 @@ def test_pages_sorts_filters_and_bulk_revokes(page, live_server, shot):
     expect(rows(page).first).to_be_visible()
     shot(page, "narrow")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "token-list-390-top.png"))  # what one sees first
+    save_screenshot(page, SCREENSHOTS / "token-list-390-top.png", full_page=False)  # the top
 
 
 def test_the_audit_log_pages_older_and_newer(page, live_server, shot):
