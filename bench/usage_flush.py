@@ -57,6 +57,7 @@ def run(setup, fresh_app: Callable, seed: Callable, report: Callable, dispose: C
         assert written == len(token_ids), (written, len(token_ids))
     usage._write = write
     with app.app_context():
+        size = usage.transaction_tokens(db.engine.dialect.name)
         total = db.session.scalar(sa.select(sa.func.sum(TokenUsage.count)))
         stale = db.session.scalar(sa.select(sa.func.count()).where(ApiToken.last_used_at.is_(None)))
         db.session.remove()
@@ -69,7 +70,7 @@ def run(setup, fresh_app: Callable, seed: Callable, report: Callable, dispose: C
         ok and best < TARGET_SECONDS,
     )
     report(
-        f"longest flush transaction, {usage.TRANSACTION_TOKENS:,} tokens ({setup.database})",
+        f"longest flush transaction, {size:,} tokens ({setup.database})",
         f"{max(parts) * 1000:.0f} ms",
         "record",
         None,
