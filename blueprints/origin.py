@@ -7,7 +7,9 @@
 - `BASE_URL` unset (`make run`): only `TRUSTED_HOSTS` are answered, by default localhost,
   127.0.0.1 and [::1] on any port.
 - `/healthz` answers for any host (a load balancer probes by address); it makes no links.
-- Flask's own `TRUSTED_HOSTS` check gets the same list, should anything get past this.
+- Every request reaches Flask through this layer (it wraps `app.wsgi_app`), so Flask's own
+  `TRUSTED_HOSTS` check, which normalised the whole list again on every request, is left
+  off; the list is kept in `KEYSMITH_ALLOWED_HOSTS`.
 - Behind proxies (`PROXY_COUNT`), only X-Forwarded-For is believed, unless
   `PROXY_TRUST_PROTO` / `PROXY_TRUST_HOST` say the proxy sets the others itself.
 """
@@ -36,15 +38,29 @@ def allowed_hosts(config) -> list[str]:
 class PublicOrigin:
     """WSGI middleware: refuse unknown hosts, then present the request as made to BASE_URL."""
 
+    # Verdicts of host_is_trusted by Host header (it encodes every allowed name to IDNA on
+    # each call); emptied when full, so a client sending many names costs only the check.
+    KNOWN_HOSTS = 256
+
     def __init__(self, wsgi_app, *, base_url: str | None, hosts: list[str]) -> None:
         self.wsgi_app = wsgi_app
         self.hosts = hosts
         self.base = urlsplit(base_url) if base_url else None
+        self._verdicts: dict[str, bool] = {}
+
+    def trusted(self, host: str) -> bool:
+        verdict = self._verdicts.get(host)
+        if verdict is None:
+            verdict = host_is_trusted(host, self.hosts)
+            if len(self._verdicts) >= self.KNOWN_HOSTS:
+                self._verdicts = {}
+            self._verdicts[host] = verdict
+        return verdict
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-        if not host_is_trusted(host, self.hosts):
+        if not self.trusted(host):
             if path not in UNTOUCHED_PATHS:
                 return _refuse(path, start_response)
             environ["HTTP_HOST"] = self.hosts[0]  # a probe by address: as if to us
@@ -86,9 +102,9 @@ def _refuse(path: str, start_response):
 
 def init_app(app: Flask) -> None:
     config = app.config
-    hosts = allowed_hosts(config)
-    # Flask checks the (rewritten) host against the same list, should anything get past.
-    config["TRUSTED_HOSTS"] = hosts
+    hosts = config["KEYSMITH_ALLOWED_HOSTS"] = allowed_hosts(config)
+    # Checked once, here, for every request: Flask's own check would be the same, twice.
+    config["TRUSTED_HOSTS"] = None
     wsgi = PublicOrigin(app.wsgi_app, base_url=config.get("BASE_URL"), hosts=hosts)
     count = config["PROXY_COUNT"]
     if count:

@@ -128,3 +128,24 @@ def test_security_headers(worker, client):
     assert "Strict-Transport-Security" not in page.headers  # plain HTTP
     secure = worker(SESSION_COOKIE_SECURE=True).test_client().get("/login")
     assert secure.headers["Strict-Transport-Security"].startswith("max-age=63072000")
+
+
+def test_host_verdicts_are_remembered_within_a_bound():
+    from blueprints.origin import PublicOrigin
+
+    def answered(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    origin = PublicOrigin(answered, base_url=None, hosts=["localhost", "keys.internal"])
+
+    def status(host: str) -> str:
+        seen = []
+        origin({"PATH_INFO": "/login", "HTTP_HOST": host}, lambda s, h: seen.append(s))
+        return seen[0]
+
+    for i in range(PublicOrigin.KNOWN_HOSTS * 3):  # a client trying many names
+        assert status(f"evil-{i}.example") == "400 BAD REQUEST"
+        assert len(origin._verdicts) <= PublicOrigin.KNOWN_HOSTS
+    assert status("keys.internal:8000") == "200 OK"
+    assert status("keys.internal.evil.example") == "400 BAD REQUEST"
