@@ -71,6 +71,10 @@ def create_app(
 
     configure_sqlite(app)
     db.init_app(app)
+    with app.app_context():
+        # An app that goes away (tests make hundreds) closes its pooled connections itself,
+        # rather than leaving them to the garbage collector, which only warns.
+        weakref.finalize(app, db.engine.dispose)
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"))
     # Order matters: the limiter counts (and heads) every request, even an oversized one;
     # the size check comes before CSRF, which reads the form.
