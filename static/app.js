@@ -4,7 +4,9 @@ document.addEventListener("click", async (event) => {
   if (!button) return;
   const source = document.getElementById(button.dataset.copyTarget);
   if (!source) return;
-  const text = source.textContent.trim();
+  // A list (recovery codes) is copied one item a line.
+  const items = source.matches("ul, ol") ? [...source.querySelectorAll("li")] : [source];
+  const text = items.map((item) => item.textContent.trim()).join("\n");
   try {
     await navigator.clipboard.writeText(text);
   } catch {

@@ -157,7 +157,14 @@ def test_two_factor_enrolment_and_sign_in(page, shot):
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
     expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
     expect(page.locator("#recovery-codes li")).to_have_count(10)
+    codes = [code.strip() for code in page.locator("#recovery-codes li").all_inner_texts()]
+    page.get_by_role("button", name="Copy codes").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "\n".join(codes)
     shot(page, "recovery-codes")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "recovery-codes-390")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.get_by_role("link", name="I have saved them").click()
     expect(page.get_by_text("10 recovery codes left")).to_be_visible()
 
