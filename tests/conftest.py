@@ -90,15 +90,33 @@ def app(backend, database_urls, app_config, tmp_path) -> Iterator[Flask]:
         limiter.reset()
 
 
+_SEQUENCES: dict[str, list[str]] = {}
+
+
 def _wipe(engine: sa.Engine) -> None:
-    """Empty every table, so each test starts from a clean, migrated database."""
+    """Empty every table, so each test starts from a clean, migrated database.
+
+    DELETE, children first, and the id sequences set back to 1 (on PostgreSQL): a test
+    leaves a few rows, and TRUNCATE of 16 tables cost 80 ms a test (a minute of CI)."""
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
+        for table in tables:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
         if engine.dialect.name == "postgresql":
-            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
+            url = str(engine.url)
+            if url not in _SEQUENCES:
+                _SEQUENCES[url] = list(
+                    conn.scalars(
+                        sa.text(
+                            "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) "
+                            "FROM pg_sequences"
+                        )
+                    )
+                )
+            conn.execute(
+                sa.text("SELECT setval(s, 1, false) FROM unnest(CAST(:s AS text[])) AS s"),
+                {"s": _SEQUENCES[url]},
+            )
 
 
 @pytest.fixture
