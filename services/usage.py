@@ -195,13 +195,17 @@ def _order(last_used: dict[str, tuple[datetime, str | None]]) -> list[str] | Non
     if db.engine.dialect.name != "sqlite" or not last_used:
         return None
     with db.engine.connect() as conn:
-        stored = conn.execute(
-            sa.text(
-                "SELECT id FROM api_tokens WHERE id IN (SELECT value FROM json_each(:ids)) "
-                "ORDER BY rowid"
-            ),
-            {"ids": json.dumps(list(last_used))},
-        ).scalars().all()
+        stored = (
+            conn.execute(
+                sa.text(
+                    "SELECT id FROM api_tokens WHERE id IN (SELECT value FROM json_each(:ids)) "
+                    "ORDER BY rowid"
+                ),
+                {"ids": json.dumps(list(last_used))},
+            )
+            .scalars()
+            .all()
+        )
     return stored
 
 

@@ -23,7 +23,7 @@ def test_sessions_are_listed_and_ended_and_the_password_changed(browser, live_se
         expect(page).to_have_url(re.compile(r"/settings/account$"))
         rows = page.locator("table.sessions tbody tr")
         expect(rows).to_have_count(2)
-        expect(page.get_by_text("This browser")).to_have_count(1)
+        expect(page.locator("main").get_by_text("This browser")).to_have_count(1)
         shot(page, "sessions-1280")
         page.set_viewport_size({"width": 390, "height": 844})
         shot(page, "sessions-390")
@@ -31,7 +31,7 @@ def test_sessions_are_listed_and_ended_and_the_password_changed(browser, live_se
 
         # Sign out the other browser (the row without "This browser").
         rows.filter(has_not_text="This browser").get_by_role("button", name="Sign out").click()
-        expect(page.get_by_text("Signed out the session of")).to_be_visible()
+        expect(page.locator("main").get_by_text("Signed out the session of")).to_be_visible()
         expect(rows).to_have_count(1)
         phone.reload()
         expect(phone).to_have_url(re.compile(r"/login"))
@@ -44,7 +44,9 @@ def test_sessions_are_listed_and_ended_and_the_password_changed(browser, live_se
         page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
         page.get_by_label("Confirm new password").fill(NEW_PASSWORD)
         page.get_by_role("button", name="Change password").click()
-        expect(page.get_by_text("That is not your current password.")).to_be_visible()
+        expect(
+            page.locator("main").get_by_text("That is not your current password.")
+        ).to_be_visible()
         shot(page, "password-error")
         page.get_by_label("Current password").fill(PASSWORD)
         page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
@@ -61,7 +63,7 @@ def test_sessions_are_listed_and_ended_and_the_password_changed(browser, live_se
         phone.wait_for_url("**/connections/api-tokens**")
         page.get_by_role("button", name="Sign out everywhere").click()
         expect(page).to_have_url(re.compile(r"/login$"))
-        expect(page.get_by_text("signed out everywhere")).to_be_visible()
+        expect(page.locator("main").get_by_text("signed out everywhere")).to_be_visible()
         phone.reload()
         expect(phone).to_have_url(re.compile(r"/login"))
     finally:
@@ -75,8 +77,8 @@ def test_a_weak_password_is_refused_with_advice_keeping_what_was_typed(page, sho
     page.get_by_label("Password").fill("password1234")
     page.get_by_label("Organization").fill("Kernel")
     page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_text("This password is too easy to guess.")).to_be_visible()
-    expect(page.get_by_text("This is a very common password.")).to_be_visible()
+    expect(page.locator("main").get_by_text("This password is too easy to guess.")).to_be_visible()
+    expect(page.locator("main").get_by_text("This is a very common password.")).to_be_visible()
     expect(page.get_by_label("Your name")).to_have_value("Linus")
     expect(page.get_by_label("Organization")).to_have_value("Kernel")
     expect(page.get_by_label("Password")).to_have_value("")
@@ -112,7 +114,7 @@ def test_requiring_two_factor_sends_a_member_without_it_to_set_it_up(
     page.goto("/settings/policy")
     page.get_by_label("Require two-factor sign-in for every member").check()
     page.get_by_role("button", name="Save policy").click()
-    expect(page.get_by_text("Key policy saved.")).to_be_visible()
+    expect(page.locator("main").get_by_text("Key policy saved.")).to_be_visible()
     shot(page, "policy-requires-2fa")
 
     page.get_by_role("navigation", name="Settings").get_by_role("link", name="Members").click()
@@ -166,7 +168,7 @@ def test_two_factor_enrolment_and_sign_in(page, shot):
     shot(page, "recovery-codes-390")
     page.set_viewport_size({"width": 1280, "height": 900})
     page.get_by_role("link", name="I have saved them").click()
-    expect(page.get_by_text("10 recovery codes left")).to_be_visible()
+    expect(page.locator("main").get_by_text("10 recovery codes left")).to_be_visible()
 
     page.get_by_role("button", name="Sign out", exact=True).click()
     sign_in(page, email)
@@ -195,5 +197,5 @@ def test_sudo_mode_asks_for_the_password_then_saves_the_policy(live_server, page
     shot(page, "sudo-390")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Confirm and continue").click()
-    expect(page.get_by_text("Key policy saved.")).to_be_visible()
+    expect(page.locator("main").get_by_text("Key policy saved.")).to_be_visible()
     expect(page.get_by_label("Maximum live tokens")).to_have_value("42")

@@ -11,7 +11,7 @@ def test_sign_up_sign_out_and_sign_in_again(page, shot):
     page.goto("/signup")
     shot(page, "signup-empty")
     email = sign_up(page, name="Grace Hopper", organization="Compilers Inc")
-    expect(page.get_by_text("Welcome to Keysmith, Grace Hopper")).to_be_visible()
+    expect(page.locator("main").get_by_text("Welcome to Keysmith, Grace Hopper")).to_be_visible()
     expect(page.locator(".orgname")).to_have_text("Compilers Inc")
     expect(
         page.get_by_role("navigation", name="Connections").get_by_role("link", name="API tokens")
@@ -20,7 +20,7 @@ def test_sign_up_sign_out_and_sign_in_again(page, shot):
 
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/login$"))
-    expect(page.get_by_text("You have been signed out.")).to_be_visible()
+    expect(page.locator("main").get_by_text("You have been signed out.")).to_be_visible()
 
     sign_in(page, email)
     page.wait_for_url("**/connections/api-tokens**")
@@ -34,7 +34,9 @@ def test_signup_errors_keep_what_was_typed_but_not_the_password(page, shot):
     page.get_by_label("Password").fill("short")
     page.get_by_label("Organization").fill("Kernel")
     page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_text("Password must be at least 12 characters.")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("Password must be at least 12 characters.")
+    ).to_be_visible()
     expect(page.get_by_label("Your name")).to_have_value("Linus")
     expect(page.get_by_label("Work email")).to_have_value("not-an-email")
     expect(page.get_by_label("Organization")).to_have_value("Kernel")
@@ -46,11 +48,15 @@ def test_wrong_password_says_so_without_revealing_the_account(page, shot):
     email = sign_up(page)
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, email, "definitely the wrong one")
-    expect(page.get_by_text("That email and password do not match an account.")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("That email and password do not match an account.")
+    ).to_be_visible()
     expect(page.get_by_label("Email")).to_have_value(email)
     shot(page, "wrong-password")
     sign_in(page, unique_email("nobody"), "definitely the wrong one")
-    expect(page.get_by_text("That email and password do not match an account.")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("That email and password do not match an account.")
+    ).to_be_visible()
 
 
 def test_switch_between_two_organizations(page, live_server, shot):
@@ -89,7 +95,9 @@ def test_start_another_organization_and_switch_back(page, shot):
     page.get_by_label("Organization name").fill("Side Project")
     shot(page, "new-organization")
     page.get_by_role("button", name="Create organization").click()
-    expect(page.get_by_text("Created Side Project. You are its owner.")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("Created Side Project. You are its owner.")
+    ).to_be_visible()
     expect(page.locator("details.switcher summary")).to_have_text("Side Project")
     page.locator("details.switcher summary").click()
     page.get_by_role("button", name=re.compile("First Org")).click()

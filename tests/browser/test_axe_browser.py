@@ -289,7 +289,7 @@ def test_no_serious_axe_violation_on_any_page(browser, live_server, console, wid
                 page.get_by_label("Email").fill(console.email)
                 page.get_by_label("Password").fill("not the password")
                 page.get_by_role("button", name="Sign in").click()
-                expect(page.get_by_text("do not match")).to_be_visible()
+                expect(page.locator("main").get_by_text("do not match")).to_be_visible()
                 _check(page, "login-failed", None, width, schemes, problems)
                 sign_in(page, console.two_factor_email, PASSWORD)
                 page.wait_for_url("**/login/two-factor")

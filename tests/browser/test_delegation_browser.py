@@ -39,7 +39,7 @@ def test_secrets_an_admin_holds_are_listed_and_revoked_when_they_go(
     # The owner's token page says who holds the secret now.
     page.goto("/connections/api-tokens?environment=production")
     row_of(page, "owner-deploy").get_by_role("link", name="owner-deploy").click()
-    expect(page.get_by_text(f"Secret shown to{admin_email}")).to_be_visible()
+    expect(page.locator("main").get_by_text(f"Secret shown to{admin_email}")).to_be_visible()
     shot(page, "token-page-holder")
 
     # Demoting Grace to Member asks first, listing the secrets she holds.
@@ -68,7 +68,7 @@ def test_secrets_an_admin_holds_are_listed_and_revoked_when_they_go(
 
     page.goto("/connections/audit-log?action=token.kept")
     expect(page.locator("table.audit tbody tr")).to_have_count(1)
-    expect(page.get_by_text("owner-metrics")).to_be_visible()
+    expect(page.locator("main").get_by_text("owner-metrics")).to_be_visible()
     shot(page, "audit-kept")
 
     # Removing her now lists what she still holds, ticked, and revokes it.
@@ -83,7 +83,9 @@ def test_secrets_an_admin_holds_are_listed_and_revoked_when_they_go(
     shot(page, "remove-confirm-phone")
     page.set_viewport_size({"width": 1280, "height": 900})
     page.get_by_role("button", name=re.compile("Remove Grace Hopper and revoke 1 token")).click()
-    expect(page.get_by_text(re.compile("1 token whose secrets they held"))).to_be_visible()
+    expect(
+        page.locator("main").get_by_text(re.compile("1 token whose secrets they held"))
+    ).to_be_visible()
     page.goto("/connections/api-tokens?environment=production")
     expect(page.locator("tr.status-revoked", has_text="owner-metrics")).to_have_count(1)
     other.close()

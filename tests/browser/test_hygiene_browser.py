@@ -96,7 +96,7 @@ def test_i_found_this_token_with_htmx(page, shot, live_server):
     search(page, "BILL")
     expect(row_of(page, "Deploy bot")).to_have_count(0)
     expect(row_of(page, "Billing sync")).to_be_visible()
-    expect(page.get_by_text("1 token matches “BILL”")).to_be_visible()
+    expect(page.locator("main").get_by_text("1 token matches “BILL”")).to_be_visible()
     expect(page).to_have_url(re.compile(r"q=BILL"))
     shot(page, "filtered")
 
@@ -124,7 +124,7 @@ def test_i_found_this_token_with_htmx(page, shot, live_server):
 
     # Overlong input: a clear error beside the box, and the whole list.
     search(page, "x" * 250)
-    expect(page.get_by_text("Search for at most 200 characters")).to_be_visible()
+    expect(page.locator("main").get_by_text("Search for at most 200 characters")).to_be_visible()
     expect(row_of(page, "Deploy bot")).to_be_visible()
     shot(page, "overlong")
 
@@ -135,7 +135,7 @@ def test_i_found_this_token_with_htmx(page, shot, live_server):
     expect(lookup.get_by_text("This cannot be undone")).to_be_visible()
     shot(page, "revoke-confirm")
     lookup.get_by_role("button", name="Revoke token").click()
-    expect(page.get_by_text("Revoked “Deploy bot”")).to_be_visible()
+    expect(page.locator("main").get_by_text("Revoked “Deploy bot”")).to_be_visible()
     search(page, leaked)
     expect(page.locator("#token-lookup")).to_contain_text("It is revoked")
     shot(page, "revoked")
@@ -188,7 +188,7 @@ def test_search_and_filters_without_javascript(nojs_page, shot, live_server):
     assert secret not in page.content()
     lookup.get_by_text("Revoke “Deploy bot”…").click()
     lookup.get_by_role("button", name="Revoke token").click()
-    expect(page.get_by_text("Revoked “Deploy bot”")).to_be_visible()
+    expect(page.locator("main").get_by_text("Revoked “Deploy bot”")).to_be_visible()
     shot(page, "revoked")
 
 
@@ -221,7 +221,7 @@ def test_hygiene_badges_filters_and_rotate_from_a_badge(page, shot, live_server)
 
     # Searching keeps the filter (its hidden input is swapped with the chips).
     search(page, "busy")
-    expect(page.get_by_text("No sandbox tokens match")).to_be_visible()
+    expect(page.locator("main").get_by_text("No sandbox tokens match")).to_be_visible()
     search(page, "EXPIRING")
     expect(row_of(page, "Expiring key")).to_be_visible()
 
@@ -231,8 +231,10 @@ def test_hygiene_badges_filters_and_rotate_from_a_badge(page, shot, live_server)
     expect(form.get_by_label("Old secret keeps working for")).to_have_value("86400")
     shot(page, "rotate-from-badge")
     form.get_by_role("button", name="Rotate secret").click()
-    expect(page.get_by_text("New secret for “Expiring key”")).to_be_visible()
-    expect(page.get_by_text("The previous secret keeps working until")).to_be_visible()
+    expect(page.locator("main").get_by_text("New secret for “Expiring key”")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("The previous secret keeps working until")
+    ).to_be_visible()
     # The region lists every token again, and the search box says so by being empty.
     expect(page.get_by_label("Find a token")).to_have_value("")
     expect(page.get_by_role("link", name="All", exact=True)).to_have_attribute(
@@ -273,7 +275,7 @@ def test_ip_allowlist_on_the_token_page(page, shot):
     expect(section.locator("li")).to_have_count(3)
     assert page.evaluate("window.stillThisPage") is True
     page.reload()
-    expect(page.get_by_text("token.updated")).to_be_visible()
+    expect(page.locator("main").get_by_text("token.updated")).to_be_visible()
     shot(page, "allowlist-saved")
 
 

@@ -94,7 +94,7 @@ def test_create_copy_rotate_and_revoke_with_the_keyboard_only(page, shot):
     wait_focus(page, "el && el.name === 'name'")
     page.keyboard.type("Keyboard bot")
     page.keyboard.press("Enter")
-    expect(page.get_by_text("already exists")).to_be_visible()
+    expect(page.locator("main").get_by_text("already exists")).to_be_visible()
     wait_focus(page, "el && el.name === 'name'")
     expect(page.locator("#new-secret")).to_have_text(secret)
     shot(page, "duplicate-keeps-panel")
@@ -148,7 +148,7 @@ def test_after_a_failed_sign_in_the_focus_is_on_the_password(page):
     email = sign_up(page)
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, email, PASSWORD + " wrong")
-    expect(page.get_by_text("do not match")).to_be_visible()
+    expect(page.locator("main").get_by_text("do not match")).to_be_visible()
     # The browser applies autofocus at its next rendering step, which lags under load.
     wait_focus(page, "el && el.name === 'password' && el.closest('form') !== null")
 

@@ -61,7 +61,7 @@ def test_invite_accept_change_role_and_remove_with_revoked_tokens(browser, page,
 
     new_email = unique_email("grace")
     link = invite(page, new_email, "Member")
-    expect(page.get_by_text(f"Invite link for {new_email}")).to_be_visible()
+    expect(page.locator("main").get_by_text(f"Invite link for {new_email}")).to_be_visible()
     expect(page.get_by_role("row", name=re.compile(re.escape(new_email)))).to_be_visible()
     shot(page, "invite-link")
 
@@ -121,7 +121,7 @@ def test_invite_accept_change_role_and_remove_with_revoked_tokens(browser, page,
 
     page.goto("/connections/audit-log?action=token.revoked")
     expect(page.locator("table.audit tbody tr")).to_have_count(2)
-    expect(page.get_by_text("grace-deploy")).to_be_visible()
+    expect(page.locator("main").get_by_text("grace-deploy")).to_be_visible()
     assert owner_email
 
 
@@ -139,7 +139,7 @@ def test_filter_the_audit_log_updates_the_url(page, live_server, shot):
     expect(page.locator("table.audit tbody tr")).to_have_count(2)
     page.get_by_label("Environment").select_option("production")
     expect(page).to_have_url(re.compile(r"action=member\.invited.*environment=production"))
-    expect(page.get_by_text("No events match these filters.")).to_be_visible()
+    expect(page.locator("main").get_by_text("No events match these filters.")).to_be_visible()
     page.get_by_label("Action").select_option("token.created")
     expect(page.locator("table.audit tbody tr")).to_have_count(1)
     shot(page, "audit-filtered")
@@ -165,12 +165,14 @@ def test_policy_and_members_pages_look_right_at_phone_width(page, shot):
     page.goto("/settings/policy")
     page.get_by_label("Maximum live tokens").fill("0")
     page.get_by_role("button", name="Save policy").click()
-    expect(page.get_by_text("Enter a whole number from 1 to 100,000.")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("Enter a whole number from 1 to 100,000.")
+    ).to_be_visible()
     shot(page, "policy-error-phone")
     page.get_by_label("Maximum live tokens").fill("25")
     page.get_by_label("Allow tokens that never expire").check()
     page.get_by_role("button", name="Save policy").click()
-    expect(page.get_by_text("Key policy saved.")).to_be_visible()
+    expect(page.locator("main").get_by_text("Key policy saved.")).to_be_visible()
     expect(page.get_by_label("Maximum live tokens")).to_have_value("25")
     page.set_viewport_size({"width": 1280, "height": 900})
     shot(page, "policy-saved")

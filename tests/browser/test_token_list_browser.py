@@ -60,7 +60,7 @@ def test_pages_sorts_filters_and_bulk_revokes(page, live_server, shot):
     page.goto(PAGE)
     expect(rows(page)).to_have_count(50)
     expect(page.locator("#group-writer .group-head")).to_contain_text("60")  # true totals
-    expect(page.get_by_text("120 live tokens in sandbox")).to_be_visible()
+    expect(page.locator("main").get_by_text("120 live tokens in sandbox")).to_be_visible()
     shot(page, "first-page")
 
     page.get_by_role("link", name="Next →").click()
@@ -87,7 +87,7 @@ def test_pages_sorts_filters_and_bulk_revokes(page, live_server, shot):
     expect(page.get_by_role("heading", name="Revoke 2 sandbox tokens?")).to_be_visible()
     shot(page, "confirm")
     page.get_by_role("button", name="Revoke 2 tokens").click()
-    expect(page.get_by_text("Revoked 2 tokens.")).to_be_visible()
+    expect(page.locator("main").get_by_text("Revoked 2 tokens.")).to_be_visible()
 
     for name, secret in secrets.items():
         response = page.request.get("/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"})
@@ -110,7 +110,7 @@ def test_the_audit_log_pages_older_and_newer(page, live_server, shot):
     seed(live_server, email)  # 120 token.created events, and the sign-up's
     page.goto("/connections/audit-log")
     expect(page.locator("table.audit tbody tr")).to_have_count(50)
-    expect(page.get_by_text("121 events")).to_be_visible()
+    expect(page.locator("main").get_by_text("121 events")).to_be_visible()
     page.get_by_role("link", name="Older →").click()
     expect(page).to_have_url(re.compile(r"older=\d+"))
     expect(page.get_by_role("link", name="← Newer")).to_be_visible()

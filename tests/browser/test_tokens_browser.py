@@ -60,7 +60,7 @@ def test_token_life_with_htmx(page, shot, environment):
     expect(page.get_by_role("link", name=environment.capitalize())).to_have_attribute(
         "aria-current", "page"
     )
-    expect(page.get_by_text(f"No {environment} tokens yet")).to_be_visible()
+    expect(page.locator("main").get_by_text(f"No {environment} tokens yet")).to_be_visible()
     shot(page, "empty")
     page.evaluate("window.stillThisPage = true")  # gone if anything reloads the page
 
@@ -75,7 +75,7 @@ def test_token_life_with_htmx(page, shot, environment):
     form.get_by_label("Expires").select_option("custom")
     form.get_by_label("Expiry date").fill("2001-01-01")
     form.get_by_role("button", name="Create token").click()
-    expect(page.get_by_text("The expiry must be in the future.")).to_be_visible()
+    expect(page.locator("main").get_by_text("The expiry must be in the future.")).to_be_visible()
     expect(page.locator("#add-form").get_by_label("Name", exact=True)).to_have_value("Deploy bot")
     expect(page.locator("#add-form").get_by_label("tokens:read")).to_be_checked()
     shot(page, "add-error")
@@ -107,7 +107,9 @@ def test_token_life_with_htmx(page, shot, environment):
     open_actions(page, "Deploy bot")
     shot(page, "actions-menu")
     rotate_from_menu(page, "Deploy bot", "3600", opened=True)
-    expect(page.get_by_text("The previous secret keeps working until")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("The previous secret keeps working until")
+    ).to_be_visible()
     rotated = page.locator("#new-secret").inner_text().strip()
     assert TOKEN_PATTERN.fullmatch(rotated) and rotated != secret
     shot(page, "rotated")
@@ -150,7 +152,7 @@ def test_token_life_with_htmx(page, shot, environment):
 
     other = "production" if environment == "sandbox" else "sandbox"
     page.get_by_role("link", name=other.capitalize()).click()
-    expect(page.get_by_text(f"No {other} tokens yet")).to_be_visible()
+    expect(page.locator("main").get_by_text(f"No {other} tokens yet")).to_be_visible()
 
 
 @pytest.fixture
@@ -177,14 +179,14 @@ def test_token_life_without_javascript(nojs_page, shot, environment):
     page.locator("#add-form").get_by_role("button", name="Create token").click()
     secret = page.locator("#new-secret").inner_text().strip()
     assert TOKEN_PATTERN.fullmatch(secret) and secret.startswith(f"ks_{TAGS[environment]}_")
-    expect(page.get_by_text("cannot be shown again")).to_be_visible()
+    expect(page.locator("main").get_by_text("cannot be shown again")).to_be_visible()
     shot(page, "created")
 
     # The same name again: the form comes back with the error and what was typed.
     page.get_by_role("link", name="+ Add").click()
     fill_create_form(page, "Nightly job", scope=None)
     page.locator("#add-form").get_by_role("button", name="Create token").click()
-    expect(page.get_by_text("already exists")).to_be_visible()
+    expect(page.locator("main").get_by_text("already exists")).to_be_visible()
     expect(page.locator("#add-form").get_by_label("Name", exact=True)).to_have_value("Nightly job")
     shot(page, "duplicate")
 
@@ -198,7 +200,7 @@ def test_token_life_without_javascript(nojs_page, shot, environment):
 
     row = open_actions(page, "Nightly job")
     row.get_by_role("button", name="Suspend").click()
-    expect(page.get_by_text("Suspended “Nightly job”")).to_be_visible()
+    expect(page.locator("main").get_by_text("Suspended “Nightly job”")).to_be_visible()
     expect(row_of(page, "Nightly job").get_by_text("Suspended", exact=True)).to_be_visible()
 
     row = open_actions(page, "Nightly job")
@@ -208,14 +210,14 @@ def test_token_life_without_javascript(nojs_page, shot, environment):
     row = open_actions(page, "Nightly job")
     row.get_by_text("Revoke…").click()
     row.get_by_role("button", name="Revoke token").click()
-    expect(page.get_by_text("Revoked “Nightly job”")).to_be_visible()
+    expect(page.locator("main").get_by_text("Revoked “Nightly job”")).to_be_visible()
     shot(page, "revoked")
 
     # The token's own page works without JavaScript too.
     page.locator("#revoked-group summary").click()
     page.get_by_role("link", name="Nightly job").click()
     expect(page.get_by_role("heading", name="Nightly job")).to_be_visible()
-    expect(page.get_by_text("token.revoked")).to_be_visible()
+    expect(page.locator("main").get_by_text("token.revoked")).to_be_visible()
     shot(page, "token-page")
 
 
@@ -262,6 +264,6 @@ def test_token_page_and_phone_width(page, shot, live_server):
     _add_usage(live_server, token_id, {0: 120, 1: 80, 2: 95, 5: 30, 12: 200, 29: 7})
     page.reload()
     expect(page.locator("svg.usage-chart rect")).to_have_count(30)
-    expect(page.get_by_text("last 30 days · 532 in all")).to_be_visible()
-    expect(page.get_by_text("token.created")).to_be_visible()
+    expect(page.locator("main").get_by_text("last 30 days · 532 in all")).to_be_visible()
+    expect(page.locator("main").get_by_text("token.created")).to_be_visible()
     shot(page, "token-page")

@@ -79,24 +79,26 @@ def add_endpoint(page, url: str) -> str:
 def test_add_an_endpoint_and_send_a_test_event(page, shot, receiver):
     sign_up(page)
     page.get_by_role("link", name="Webhooks").click()
-    expect(page.get_by_text("No endpoints yet.")).to_be_visible()
+    expect(page.locator("main").get_by_text("No endpoints yet.")).to_be_visible()
 
     # A refused URL first: the form says why, inline, and keeps what was typed. (This server
     # allows internal receivers, so the address rule is the page tests' to show.)
     page.get_by_text("+ Add endpoint").click()
     page.get_by_label("Endpoint URL").fill("ftp://files.example.com/hook")
     page.get_by_role("button", name="Add endpoint").click()
-    expect(page.get_by_text("Enter a full https:// or http:// URL.")).to_be_visible()
+    expect(
+        page.locator("main").get_by_text("Enter a full https:// or http:// URL.")
+    ).to_be_visible()
     expect(page.get_by_label("Endpoint URL")).to_have_value("ftp://files.example.com/hook")
     shot(page, "refused")
 
     secret = add_endpoint(page, receiver.url("/hook"))
-    expect(page.get_by_text("Copy the signing secret now")).to_be_visible()
+    expect(page.locator("main").get_by_text("Copy the signing secret now")).to_be_visible()
     shot(page, "added")
     page.get_by_role("link", name=receiver.url("/hook")).click()
 
     page.get_by_role("button", name="Send test event").click()
-    expect(page.get_by_text("Test event queued")).to_be_visible()
+    expect(page.locator("main").get_by_text("Test event queued")).to_be_visible()
     # The worker delivers it; the list refreshes itself until it has.
     expect(page.locator(".delivery-row .badge", has_text="200")).to_be_visible(timeout=15_000)
     [received] = receiver.requests
@@ -132,7 +134,7 @@ def test_reveal_and_roll_the_secret(page, shot, receiver):
     page.get_by_role("link", name=receiver.url("/roll")).click()
     page.get_by_label("Your password").fill("not my password")
     page.get_by_role("button", name="Show secret").click()
-    expect(page.get_by_text("That is not your password.")).to_be_visible()
+    expect(page.locator("main").get_by_text("That is not your password.")).to_be_visible()
     page.get_by_label("Your password").fill("correct horse battery")
     page.get_by_role("button", name="Show secret").click()
     assert page.locator("#new-secret").inner_text().strip() == first
@@ -141,11 +143,11 @@ def test_reveal_and_roll_the_secret(page, shot, receiver):
     page.get_by_role("button", name="Roll secret", exact=True).click()
     second = page.locator("#new-secret").inner_text().strip()
     assert second != first
-    expect(page.get_by_text("keeps signing beside this one until")).to_be_visible()
+    expect(page.locator("main").get_by_text("keeps signing beside this one until")).to_be_visible()
     shot(page, "rolled")
 
     page.get_by_role("button", name="Stop the previous secret now").click()
-    expect(page.get_by_text("The previous secret no longer signs")).to_be_visible()
+    expect(page.locator("main").get_by_text("The previous secret no longer signs")).to_be_visible()
     expect(page.get_by_text("The previous secret signs too until")).to_have_count(0)
     expect(page.get_by_role("button", name="Stop the previous secret now")).to_have_count(0)
     shot(page, "overlap-ended")
@@ -163,7 +165,7 @@ def test_without_javascript_everything_still_works(browser, live_server, shot, r
         add_endpoint(page, receiver.url("/nojs"))
         page.get_by_role("link", name=receiver.url("/nojs")).click()
         page.get_by_role("button", name="Send test event").click()
-        expect(page.get_by_text("Test event queued")).to_be_visible()
+        expect(page.locator("main").get_by_text("Test event queued")).to_be_visible()
         for _ in range(50):  # no htmx to refresh: reload as a person would
             if page.locator(".delivery-row .badge", has_text="200").count():
                 break
