@@ -446,6 +446,20 @@ def test_select_all_for_a_member_takes_their_own_tokens_whatever_the_others(
     assert sorted(ids) == ["bulk000000000010", "bulk000000000011"]
 
 
+def test_select_all_says_a_member_takes_only_their_own(client, db, org, make_member):
+    member = make_member(org, role="member")
+    _bulk(db, org, 4)  # the owner's
+    _bulk(db, org, 2, start=10, created_by_user_id=member.user_id, created_by_label="m")
+    page = "/connections/api-tokens?environment=sandbox"
+    client.sign_in(member.user.email)
+    html = client.get(page).get_data(as_text=True)
+    assert "Select all of yours among the 6 live tokens" in html
+    client.post("/logout", data={"csrf_token": client.csrf_token(page)})
+    client.sign_in(org.memberships[0].user.email)
+    html = client.get(page).get_data(as_text=True)
+    assert "Select all 6 live tokens" in html and "of yours" not in html
+
+
 @pytest.mark.parametrize("path", ["api_tokens", "audit_events"])
 def test_an_empty_cursor_is_a_400_naming_it(client, org, make_token, path):
     _caller, secret = make_token(org, name="caller", role="admin")

@@ -673,6 +673,7 @@ def _page(
         search=search,
         fragment=fragment,
         may_create=tokens.may_create(actor),
+        manages_all=actor.manages_all_tokens,
         can_manage=lambda t: tokens.can_manage(actor, t),
         form=form,
         list_filters=LIST_FILTERS,
