@@ -14,6 +14,8 @@ from services.log_redaction import redact
 
 # A client's own id is kept when it looks like one: what log search and a ticket can carry.
 SANE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+# A secret with its underscores turned into another separator is still a secret.
+_AS_UNDERSCORES = str.maketrans(".:-", "___")
 
 _current: ContextVar[str | None] = ContextVar("keysmith_request_id", default=None)
 
@@ -25,8 +27,10 @@ def new_request_id() -> str:
 def chosen(client_value: str | None) -> str:
     """The client's X-Request-Id if it is sane, else a new one. Sane: at most 200 of
     A-Z a-z 0-9 . _ : - and nothing that looks like a secret (it is logged and stored)."""
-    if client_value and SANE.fullmatch(client_value) and redact(client_value) == client_value:
-        return client_value
+    if client_value and SANE.fullmatch(client_value):
+        plain = client_value.translate(_AS_UNDERSCORES)
+        if redact(client_value) == client_value and redact(plain) == plain:
+            return client_value
     return new_request_id()
 
 
