@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, abort, current_app, request
 
 import cli
-from blueprints import health, hook_scopes, last_resort, origin, request_id
+from blueprints import answer_headers, health, hook_scopes, last_resort, origin
 from config import Config
 from extensions import (
     configure_sqlite,
@@ -107,8 +107,9 @@ def create_app(
     # Last: a dead database connection at teardown, or anything else that escapes Flask's
     # handlers, is our JSON or HTML answer, never gunicorn's bare page (issue 16).
     last_resort.init_app(app)
-    # Outermost of all, even health and last_resort: every answer carries X-Request-Id.
-    request_id.init_app(app)
+    # Outermost of all, even health and last_resort: every answer carries X-Request-Id and
+    # the security headers.
+    answer_headers.init_app(app)
     return app
 
 

@@ -31,6 +31,6 @@ logger_class = RedactingLogger
 # tests/test_gunicorn_limits.py measures it.)
 limit_request_field_size = 64 * 1024
 
-# Each line names the request's X-Request-Id (blueprints/request_id.py), so an id quoted in
+# Each line names the request's X-Request-Id (blueprints/answer_headers.py), so an id quoted in
 # a support ticket finds its line; no query string (a client may put anything there).
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)sB %(M)sms %({x-request-id}o)s'

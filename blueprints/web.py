@@ -95,15 +95,6 @@ def show_errors(form: Any, error: DomainError) -> None:
 
 
 LAST_ORG_COOKIE = "ks_last_org"
-# Nothing on Keysmith's pages needs these; a script injected somewhere cannot ask for them.
-PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
-# On every answer, unless the view set its own.
-SECURITY_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "same-origin"),
-    ("Permissions-Policy", PERMISSIONS_POLICY),
-)
 
 
 def preferred_membership(memberships: list[Membership]) -> Membership | None:
@@ -348,23 +339,17 @@ def init_app(app: Flask) -> None:
             abort(409)
 
     @app.after_request
-    def security_headers(response):
-        headers = response.headers
-        present = {name.lower() for name, _ in headers.items()}  # one pass, not one per name
-        headers.extend([pair for pair in SECURITY_HEADERS if pair[0].lower() not in present])
-        if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
-            )
-        if response.mimetype == "text/html":
-            response.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                "script-src 'self'; frame-ancestors 'none'; form-action 'self'; "
-                "base-uri 'none'; object-src 'none'",
-            )
-        # Mimetype first: a JSON answer (the API) never loads the user nor touches the session.
-        if response.mimetype == "text/html" and current_user.is_authenticated:
+    def page_headers(response):
+        """What a page carries besides every answer's headers (blueprints/answer_headers.py)."""
+        if response.mimetype != "text/html":
+            return response  # a JSON answer (the API) never loads the user nor the session
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "script-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+            "base-uri 'none'; object-src 'none'",
+        )
+        if current_user.is_authenticated:
             # Pages of a signed-in person are private; secret-bearing ones say no-store themselves.
             response.headers.setdefault("Cache-Control", "private, no-cache")
         return response

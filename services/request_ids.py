@@ -1,6 +1,6 @@
 """The id of the request being served (X-Request-Id), for the audit events it causes.
 
-Set by blueprints/request_id.py around each request; read by services/audit.py, so no
+Set by blueprints/answer_headers.py around each request; read by services/audit.py, so no
 service needs the request itself nor an extra argument on every call.
 """
 

@@ -117,3 +117,34 @@ def test_healthz_survives_a_pooled_connection_the_database_closed(app, client, d
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok"}
+
+
+def test_healthz_answers_503_when_the_database_server_ends_its_connections_for_good(
+    app, client, db, backend
+):
+    """The probe's connection is ended and no new one is let in: not ok, however the
+    driver reports the dead connection (psycopg answers the ping with an error result)."""
+    if backend != "postgresql":
+        pytest.skip("a file has no server to close the connection")
+    assert client.get("/healthz").status_code == 200  # its pool holds a connection now
+    name = db.engine.url.database
+    admin = sa.create_engine(db.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.get_json() == {"status": "unavailable"}
+        assert response.headers["Retry-After"] == "5"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    assert client.get("/healthz").status_code == 200  # and ok again once it lets them in

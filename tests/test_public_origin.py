@@ -130,6 +130,54 @@ def test_security_headers(worker, client):
     assert secure.headers["Strict-Transport-Security"].startswith("max-age=63072000")
 
 
+@pytest.mark.parametrize(
+    ("path", "host"),
+    [
+        ("/api/v1/whoami", "localhost"),  # the API's 401
+        ("/api/v1/nowhere", "localhost"),  # its 404
+        ("/healthz", "localhost"),  # answered before Flask
+        ("/static/app.js", "localhost"),
+        ("/login", "evil.example"),  # refused before Flask
+    ],
+)
+def test_every_answer_carries_the_security_headers_once(client, path, host):
+    response = client.get(path, headers={"Host": host})
+    for name, value in (
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "same-origin"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
+    ):
+        assert response.headers.get_all(name) == [value], (path, name)
+
+
+def test_an_answer_that_sets_its_own_security_header_keeps_it(worker, client):
+    app = worker()
+
+    @app.get("/own-policy")
+    def own_policy():
+        return "", 200, {"Referrer-Policy": "no-referrer", "X-Frame-Options": "SAMEORIGIN"}
+
+    response = app.test_client().get("/own-policy")
+    assert response.headers.get_all("Referrer-Policy") == ["no-referrer"]
+    assert response.headers.get_all("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_last_resort_answer_carries_them_too(worker, client):
+    app = worker()
+
+    @app.get("/api/v1/explodes")
+    def explodes():
+        raise RuntimeError("boom")
+
+    app.config["PROPAGATE_EXCEPTIONS"] = True  # past Flask's handlers, to NeverBare's page
+    response = app.test_client().get("/api/v1/explodes")
+    assert response.status_code == 500 and response.get_json()["error"]["code"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Request-Id"].startswith("req_")
+
+
 def test_host_verdicts_are_remembered_within_a_bound():
     from blueprints.origin import PublicOrigin
 

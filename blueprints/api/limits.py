@@ -16,6 +16,7 @@ import logging
 from flask import current_app, g, request
 from flask.wrappers import Response
 
+from blueprints import answer_headers
 from blueprints.api import bp
 from blueprints.api.auth import UNAUTHENTICATED_RATE_LIMIT, rate_limit_key, rate_limit_value
 from blueprints.api.errors import api_error
@@ -96,15 +97,18 @@ def finish_api_response(response: Response) -> Response:
         _limit_headers(response)
     except Exception:  # the answer stands (it may carry a secret that was just committed)
         log.warning("Could not add the rate limit headers", exc_info=True)
-    if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
+    status = response.status_code
+    if status == 200 and request.method == "OPTIONS" and not response.data:
         # Flask's automatic answer is an empty text/html 200: say "nothing" plainly, with Allow.
-        response.status_code = 204
-    if response.status_code == 204:
+        response.status_code = status = 204
+    if status == 204:
         # No body, so no type: Flask labels even an empty answer text/html (werkzeug drops
         # only its Content-Length).
         response.headers.pop("Content-Type", None)
-    if response.status_code not in (429, 503):
-        response.headers.pop("Retry-After", None)
+    if status == 429 or status == 503:
+        return response
+    if "Retry-After" in response.headers:
+        del response.headers["Retry-After"]
     return response
 
 
@@ -119,11 +123,9 @@ def _limit_headers(response: Response) -> None:
             decision = Decision(True, decision.amount, decision.remaining + 1, decision.reset)
     if decision is None:
         return
-    # Only this hook sets them: added, not set (no search for an earlier value).
-    response.headers.extend(
-        (
-            ("X-RateLimit-Limit", str(decision.amount)),
-            ("X-RateLimit-Remaining", str(decision.remaining)),
-            ("X-RateLimit-Reset", str(decision.reset)),
-        )
-    )
+    # Only this hook sets them, on the answer's way out (blueprints/answer_headers.py).
+    request.environ[answer_headers.EXTRA] = [
+        ("X-RateLimit-Limit", str(decision.amount)),
+        ("X-RateLimit-Remaining", str(decision.remaining)),
+        ("X-RateLimit-Reset", str(decision.reset)),
+    ]

@@ -42,7 +42,7 @@ RATE_HEADERS = {
     "X-RateLimit-Limit": {"$ref": "#/components/headers/X-RateLimit-Limit"},
     "X-RateLimit-Remaining": {"$ref": "#/components/headers/X-RateLimit-Remaining"},
     "X-RateLimit-Reset": {"$ref": "#/components/headers/X-RateLimit-Reset"},
-    # Not a rate header, but on every answer alike (blueprints/request_id.py).
+    # Not a rate header, but on every answer alike (blueprints/answer_headers.py).
     "X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"},
 }
 ERRORS = {
