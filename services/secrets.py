@@ -17,7 +17,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from models import ENV_TAGS
 
@@ -65,8 +65,7 @@ def visible_prefix(environment: str, token_id: str) -> str:
     return f"ks_{ENV_TAGS[environment]}_{token_id[:PREFIX_ID_CHARS]}"
 
 
-@dataclass(frozen=True)
-class ParsedSecret:
+class ParsedSecret(NamedTuple):
     environment: str
     token_id: str
 

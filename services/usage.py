@@ -85,9 +85,9 @@ class UsageBuffer:
 
     def ensure_timer(self, app: Flask) -> None:
         """Start this process's flush timer once (after a fork, the child starts its own)."""
-        pid = os.getpid()
-        if self._timer_pid == pid:
+        if self._timer_pid == _pid:  # no getpid() per request: a system call
             return
+        pid = os.getpid()
         with self._lock:
             if self._timer_pid == pid:
                 return
@@ -119,6 +119,15 @@ def _flush_periodically(app_ref: weakref.ref[Flask], buffer: UsageBuffer) -> Non
 
 
 _apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+_pid = os.getpid()  # this process's, kept up to date across forks
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _buffer(app: Flask | None = None) -> UsageBuffer:
@@ -138,9 +147,10 @@ def record_use(token: Any, ip: str | None, *, now: datetime | None = None) -> No
     The request that finds the interval over wakes the worker's flush thread: the write
     (1 s or more for tens of thousands of tokens) never runs on a request's thread.
     """
-    buffer = _buffer()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    buffer = _buffer(app)
     buffer.add(token.id, ip[:45] if ip else None, now or utcnow())
-    buffer.ensure_timer(current_app._get_current_object())  # type: ignore[attr-defined]
+    buffer.ensure_timer(app)
     if buffer.due(time.monotonic()):
         buffer.wake.set()
 

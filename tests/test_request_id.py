@@ -35,6 +35,24 @@ def test_every_answer_carries_a_new_request_id(client, path):
     assert GENERATED.fullmatch(second or "") and second != first
 
 
+def test_forked_workers_make_different_ids():
+    """Ids come from the process's PRNG: each gunicorn worker (a fork) must not repeat its
+    siblings' sequence."""
+    from services.request_ids import new_request_id
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its first ids, then out without pytest's cleanup
+        os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read().split()
+    mine = [new_request_id() for _ in range(3)]
+    assert len(theirs) == 3 and not set(theirs) & set(mine)
+
+
 def test_an_unknown_host_refused_before_flask_carries_one_too(client):
     response = client.get(f"{API}/whoami", headers={"Host": "evil.example"})
     assert response.status_code == 400

@@ -13,6 +13,8 @@ PROXY_COUNT trusted proxies (werkzeug's ProxyFix, set up in create_app).
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import current_app, g, request
 from limits import parse
 
@@ -35,7 +37,8 @@ def presented_secret() -> str | None:
 
     None when no credentials are sent at all; "" when a header is there but unreadable.
     """
-    header = request.environ.get("HTTP_AUTHORIZATION")
+    environ = request.environ
+    header = environ.get("HTTP_AUTHORIZATION")
     if header:
         # The common case without werkzeug's parser, read exactly as it would read it.
         scheme, _, rest = header.partition(" ")
@@ -57,7 +60,7 @@ def presented_secret() -> str | None:
             password, username = (auth.password or "").strip(), (auth.username or "").strip()
             return password or username
         return ""
-    api_key = request.headers.get("X-API-Key")
+    api_key = environ.get("HTTP_X_API_KEY")  # what request.headers["X-API-Key"] reads
     return api_key.strip() if api_key is not None else None
 
 
@@ -81,13 +84,14 @@ def _authenticate() -> Actor:
     if token.created_by_user_id is not None and access.membership is None:
         # Removing a member revokes their tokens (SPEC §1); answer as if it were done.
         raise AuthFailed("token_revoked", "The member who created this token has left.")
+    environ = request.environ  # request.remote_addr and .user_agent read these
     actor = Actor(
         # Snapshots that read like the rows; a view that needs more reads it from the session.
         organization=access.organization,  # type: ignore[arg-type]
         membership=access.membership,  # type: ignore[arg-type]
         token=token,
-        ip=request.remote_addr,
-        user_agent=request.user_agent.string or None,
+        ip=environ.get("REMOTE_ADDR"),
+        user_agent=environ.get("HTTP_USER_AGENT") or None,
         previous_secret=previous_secret,
     )
     if not network.ip_allowed(token.allowed_ips, actor.ip):
@@ -126,37 +130,31 @@ def _audit_ip_denied(actor: Actor, token: VerifiedToken) -> None:
 def current_api_actor() -> Actor:
     """The calling token as an Actor, or AuthFailed (401) with SPEC §4's code, or
     IpNotAllowed (403) from an address outside the token's allowlist."""
-    if "api_actor" not in g:
+    found = g.get("api_actor")
+    if found is None:
         try:
-            g.api_actor = _authenticate()
+            found = _authenticate()
         except (AuthFailed, IpNotAllowed) as exc:
-            g.api_actor = exc
-    if isinstance(g.api_actor, Exception):
-        raise g.api_actor
-    return g.api_actor
+            found = exc
+        g.api_actor = found
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
-def _actor_or_none() -> Actor | None:
-    if request.endpoint == "api.openapi":
-        return None
-    try:
-        return current_api_actor()
-    except (AuthFailed, IpNotAllowed):
-        return None  # limited per client address, not in the token's bucket
-
-
-def rate_limit_key() -> str:
-    """Per token when the request authenticates, else per client address."""
-    actor = _actor_or_none()
+def rate_limit_key_and_value() -> tuple[str, str]:
+    """Per token when the request authenticates, else per client address; and the limit:
+    the token's own if within its organization's policy, else the policy's, which itself
+    holds only within the operator's RATE_LIMIT_MAX (SPEC §2, §6). openapi.json is counted
+    per address."""
+    actor = None
+    if request.endpoint != "api.openapi":
+        # Without a valid token: limited per client address, not in the token's bucket.
+        with contextlib.suppress(AuthFailed, IpNotAllowed):
+            actor = current_api_actor()
     if actor is not None and actor.token is not None:
-        return f"token:{actor.token.id}"
-    return f"ip:{request.remote_addr or 'unknown'}"
-
-
-def rate_limit_value() -> str:
-    """The token's own limit if within its organization's policy, else the policy's, which
-    itself holds only within the operator's RATE_LIMIT_MAX (SPEC §2, §6)."""
-    actor = _actor_or_none()
-    if actor is None or actor.token is None:
-        return current_app.config.get("API_UNAUTHENTICATED_RATE_LIMIT", UNAUTHENTICATED_RATE_LIMIT)
-    return token_service.caller_rate_limit(actor)
+        return f"token:{actor.token.id}", token_service.caller_rate_limit(actor)
+    return (
+        f"ip:{request.remote_addr or 'unknown'}",
+        current_app.config.get("API_UNAUTHENTICATED_RATE_LIMIT", UNAUTHENTICATED_RATE_LIMIT),
+    )

@@ -18,7 +18,7 @@ from flask.wrappers import Response
 
 from blueprints import answer_headers
 from blueprints.api import bp
-from blueprints.api.auth import UNAUTHENTICATED_RATE_LIMIT, rate_limit_key, rate_limit_value
+from blueprints.api.auth import UNAUTHENTICATED_RATE_LIMIT, rate_limit_key_and_value
 from blueprints.api.errors import api_error
 from extensions import limiter
 from services.rate_limits import Decision, rate_limits
@@ -54,7 +54,7 @@ def _enabled() -> bool:
 
 def _key_and_limit() -> tuple[str, str]:
     try:
-        return rate_limit_key(), rate_limit_value()
+        return rate_limit_key_and_value()
     except Exception:  # e.g. the database is down: count the answer against the address
         return (
             f"ip:{request.remote_addr or 'unknown'}",
@@ -70,16 +70,16 @@ def count_api_request() -> Response | None:
     if request.endpoint == LEAK_ENDPOINT:
         counts.append((f"leaks:{request.remote_addr or 'unknown'}", LEAK_RATE_LIMIT))
     limits = rate_limits()
-    g.api_rate_counted = []
+    counted: list[tuple[str, str]] = []
     shown: Decision | None = None
     for name, value in counts:
         decision = limits.hit(name, value)
         if decision is None:
             continue
-        g.api_rate_counted.append((name, value))
+        counted.append((name, value))
         if shown is None or (shown.allowed and not decision.allowed):
             shown = decision
-    g.api_rate_limit = shown
+    g.api_rate_counted, g.api_rate_limit = counted, shown
     if shown is not None and not shown.allowed:
         return api_error(
             "rate_limited",

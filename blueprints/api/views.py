@@ -4,6 +4,7 @@ service function, commits once, and answers JSON built from the models in schema
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -39,11 +40,14 @@ KEEP_EMPTY = ("name",)
 # Endpoints whose query string is a model of schemas.py; anywhere else a query is refused.
 QUERY_ENDPOINTS = {"api.list_tokens", "api.revoke_token_by_name", "api.list_audit_events"}
 QUERY_ENDPOINTS |= {"api.list_members", "api.get_token_usage"}
+_MAY_TAKE_QUERY = QUERY_ENDPOINTS | {"api.openapi"}
 
 
 @bp.before_request
 def refuse_unknown_query_parameters() -> None:
-    if request.args and request.endpoint not in QUERY_ENDPOINTS | {"api.openapi"}:
+    if not request.environ.get("QUERY_STRING"):
+        return  # no query string, no parameters (without parsing one)
+    if request.args and request.endpoint not in _MAY_TAKE_QUERY:
         raise ValidationFailed(
             "This endpoint takes no query parameters.",
             details={key[:100]: "Unknown query parameter." for key in list(request.args)[:20]},
@@ -166,14 +170,13 @@ TOKEN_FIELDS = (
     "created_by_token_id", "allowed_ips", "rate_limit",
 )  # fmt: skip
 LIST_COLUMNS = tuple(ApiToken.__table__.c[name] for name in TOKEN_FIELDS)
+_token_values = operator.attrgetter(*TOKEN_FIELDS)
 
 
 def token_json(token: Any, secret: str | None = None) -> dict[str, Any]:
     """A token (or its verification snapshot) as schemas.Token's fields, with the secret
     when it was just made."""
-    fields = _token_fields(
-        tuple(getattr(token, name) for name in TOKEN_FIELDS), utcnow(), tokens_href()
-    )
+    fields = _token_fields(_token_values(token), utcnow(), tokens_href())
     if secret is not None:
         fields["token"] = secret
     return fields
