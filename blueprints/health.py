@@ -82,6 +82,8 @@ class HealthCheck:
                     engine = sa.create_engine(
                         engine.url,
                         isolation_level="AUTOCOMMIT",
+                        # Autocommit and nothing but SELECT 1: no transaction to roll back.
+                        pool_reset_on_return=None,
                         pool_size=1,
                         max_overflow=7,
                         pool_timeout=2,
