@@ -447,13 +447,15 @@ class Listener:
 
 _listeners: dict[tuple[str, str], Listener] = {}
 _listeners_lock = threading.Lock()
+_pid = os.getpid()  # this process's (a getpid() per verification is a system call)
 
 
 def _after_fork() -> None:
     # Threads do not survive a fork, and a lock held by one of them would stay held.
-    global _listeners_lock
+    global _listeners_lock, _pid
     _listeners.clear()
     _listeners_lock = threading.Lock()
+    _pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -487,10 +489,17 @@ class Notices:
     def listener(self, verifier: Verifier) -> Listener:
         listener = self._listener
         # A new process (a fork), or a thread that ended as this app was joining it.
-        if listener is None or self._pid != os.getpid() or not listener.thread.is_alive():
-            self._pid = os.getpid()
+        if listener is None or self._pid != _pid or not listener.thread.is_alive():
+            self._pid = _pid
             listener = self._listener = listener_for(verifier, self.url, self.channel, self.config)
         return listener
+
+    def trusted(self, verifier: Verifier, now: float) -> bool:
+        """Whether this process's listener heard Redis lately, so notices alone suffice."""
+        listener = self._listener
+        if listener is not None and self._pid == _pid and listener.healthy(now):
+            return True  # it heard Redis within HEALTHY_SECONDS: its thread is running
+        return self.listener(verifier).healthy(now)
 
     def publish(self, kind: str, names: Any) -> None:
         try:
@@ -525,7 +534,7 @@ class Verifier:
         self.access.clear()
 
     def _check_elsewhere(self, now: float) -> None:
-        if self.notices is not None and self.notices.listener(self).healthy(now):
+        if self.notices is not None and self.notices.trusted(self, now):
             return  # notices arrive as they are sent
         if self.counter.changed_elsewhere(now):
             self.clear()
