@@ -57,7 +57,8 @@ class AnswerHeaders:
                 answer.extend(p for p in SECURITY_HEADERS if p[0].lower() not in present)
                 if secure and HSTS[0].lower() not in present:
                     answer.append(HSTS)
-            answer.extend(environ.get(EXTRA, ()))
+            if exc_info is None:  # not on a last-resort answer replacing the app's own
+                answer.extend(environ.get(EXTRA, ()))
             answer.append((HEADER, request_id))
             return start_response(status, answer, exc_info)
 

@@ -114,10 +114,12 @@ class NeverBare:
 def init_app(app: Flask) -> None:
     # In place of Flask-SQLAlchemy's own teardown, which is the same `remove()` but raising:
     # one removal per request, not two (the second found nothing, at a cost on every answer).
+    # Last in the list, so it runs first (teardowns run in reverse): a later hook that raises
+    # cannot keep the session and its connection from being given back.
     funcs = app.teardown_appcontext_funcs
     if db._teardown_session in funcs:
-        funcs[funcs.index(db._teardown_session)] = close_session
-    elif close_session not in funcs:
+        funcs.remove(db._teardown_session)
+    if close_session not in funcs:
         app.teardown_appcontext(close_session)
     if not isinstance(app.wsgi_app, NeverBare):
         app.wsgi_app = NeverBare(app.wsgi_app)  # type: ignore[method-assign]

@@ -6,7 +6,9 @@ service needs the request itself nor an extra argument on every call.
 
 from __future__ import annotations
 
-import random
+import hashlib
+import itertools
+import os
 import re
 from contextvars import ContextVar
 
@@ -21,10 +23,22 @@ _current: ContextVar[str | None] = ContextVar("keysmith_request_id", default=Non
 
 
 def new_request_id() -> str:
-    # Unique, not secret (a client may choose its own): 96 bits of the process's Mersenne
-    # Twister, seeded from os.urandom and reseeded in each forked worker, rather than a
-    # getrandom() system call per request (issue 17).
-    return f"req_{random.getrandbits(96):024x}"
+    # Unique and unguessable without a system call per request (issue 17): a keyed hash of
+    # a counter, under a key of the process's own, drawn again in each forked worker.
+    number = next(_counter).to_bytes(8, "big")
+    return "req_" + hashlib.blake2b(number, key=_key, digest_size=12).hexdigest()
+
+
+_key = os.urandom(32)
+_counter = itertools.count()
+
+
+def _forked() -> None:
+    global _key, _counter
+    _key, _counter = os.urandom(32), itertools.count()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def chosen(client_value: str | None) -> str:
