@@ -128,21 +128,27 @@ class _Leases:
         self.lock = threading.Lock()
         self.next_prune = 0.0
 
-    def take(self, slot: tuple[str, int, int], amount: int, now: float) -> int | None:
-        """The next number of this window from its lease; None when it must be claimed.
-        A window whose numbers are all claimed refuses without asking Redis again."""
-        name, seconds, start = slot
+    def take(
+        self, slots: list[tuple[str, int, int]], windows: tuple[Window, ...], now: float
+    ) -> list[int | None]:
+        """The next number of each window from its lease, under one lock; None where it
+        must be claimed. A window whose numbers are all claimed refuses without asking
+        Redis again."""
+        numbers: list[int | None] = []
         with self.lock:
             if now >= self.next_prune:
                 self.next_prune = now + PRUNE_SECONDS
                 for key in [k for k, v in self.leases.items() if v.start + k[1] <= now]:
                     del self.leases[key]
-            lease = self.leases.get((name, seconds))
-            if lease is None or lease.start != start:
-                return None
-            if lease.available > 0:
-                return lease.take()
-            return lease.last + 1 if lease.last >= amount else None
+            for (name, seconds, start), window in zip(slots, windows, strict=True):
+                lease = self.leases.get((name, seconds))
+                if lease is None or lease.start != start:
+                    numbers.append(None)
+                elif lease.available > 0:
+                    numbers.append(lease.take())
+                else:
+                    numbers.append(lease.last + 1 if lease.last >= window.amount else None)
+        return numbers
 
     def claimed(self, slot: tuple[str, int, int]) -> int:
         name, seconds, start = slot
@@ -228,8 +234,8 @@ class RateLimits:
         self._redis_down_until = 0.0
 
     def _redis_usable(self) -> bool:
-        with self._lock:
-            return self.redis is not None and time.monotonic() >= self._redis_down_until
+        # No lock to read: one float, written whole; the lock orders the writers alone.
+        return self.redis is not None and time.monotonic() >= self._redis_down_until
 
     def _redis_failed(self) -> None:
         with self._lock:
@@ -267,10 +273,7 @@ class RateLimits:
     def _number_in_redis(
         self, slots: list[tuple[str, int, int]], windows: tuple[Window, ...], now: float
     ) -> list[int]:
-        numbers = [
-            self.leases.take(slot, window.amount, now)
-            for slot, window in zip(slots, windows, strict=True)
-        ]
+        numbers = self.leases.take(slots, windows, now)
         claims = [i for i, number in enumerate(numbers) if number is None]
         if claims:
             sizes = {
