@@ -116,10 +116,15 @@ def test_a_wrong_token_gets_401_invalid_token(client, org, make_token, mangle):
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
-def test_an_unknown_authorization_scheme_gets_401_invalid_token(client, org):
-    response = client.get(f"{API}/whoami", headers={"Authorization": "Digest abc"})
+@pytest.mark.parametrize("scheme", ["Digest", "token", "Token", "ApiKey"])
+def test_an_unknown_authorization_scheme_gets_401_naming_bearer(client, org, make_token, scheme):
+    _, secret = make_token(org, name=f"scheme-{scheme}")
+    response = client.get(f"{API}/whoami", headers={"Authorization": f"{scheme} {secret}"})
     assert response.status_code == 401
     assert error_code(response) == "invalid_token"
+    message = response.get_json()["error"]["message"]
+    assert f"'{scheme}'" in message and "Authorization: Bearer <token>" in message
+    assert secret not in response.get_data(as_text=True)
 
 
 def test_expired_token_gets_401_token_expired(client, db, org, make_token):

@@ -64,6 +64,10 @@ def presented_secret() -> str | None:
     return api_key.strip() if api_key is not None else None
 
 
+_OTHER_SCHEME_MESSAGE = (
+    "The token is not valid. Keysmith does not read the Authorization scheme '{scheme}': "
+    "send 'Authorization: Bearer <token>' (or X-API-Key: <token>, or HTTP Basic)."
+)
 _NO_SCHEME_MESSAGE = (
     "The token is not valid. The Authorization header needs a scheme: "
     "'Authorization: Bearer <token>' (or use X-API-Key: <token>)."
@@ -74,8 +78,15 @@ def _authenticate() -> Actor:
     secret = presented_secret()
     if secret is None:
         raise AuthFailed("missing_token", _MISSING_MESSAGE)
-    if not secret and request.headers.get("Authorization", "").strip().startswith("ks_"):
-        raise AuthFailed("invalid_token", _NO_SCHEME_MESSAGE)  # a bare `Authorization: <key>`
+    if not secret:
+        header = (request.environ.get("HTTP_AUTHORIZATION") or "").strip()
+        if header.startswith("ks_"):
+            raise AuthFailed("invalid_token", _NO_SCHEME_MESSAGE)  # a bare `Authorization: <key>`
+        scheme = header.partition(" ")[0]
+        if scheme and scheme.lower() not in ("bearer", "basic"):  # GitHub's `token`, Digest...
+            # Named back only when it reads as a scheme (never a pasted value's start).
+            named = scheme if scheme.isascii() and scheme.isalpha() and len(scheme) <= 20 else "?"
+            raise AuthFailed("invalid_token", _OTHER_SCHEME_MESSAGE.format(scheme=named))
     token, previous_secret = token_service.verify_secret(secret)
     # The organization and the creator's membership in it now (≤ 5 s old, no SQL if cached).
     access = token_access(token.organization_id, token.created_by_user_id)
