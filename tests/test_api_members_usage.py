@@ -42,11 +42,22 @@ def test_members_pages_with_offset_and_length(client, make_org, make_member, mak
     for _ in range(3):
         make_member(org)
     _, secret = make_token(org, name="reader", role="viewer")
-    page = client.get(
+    answer = client.get(
         f"{API}/members", query_string={"offset": 1, "length": 2}, headers=bearer(secret)
-    ).get_json()
+    )
+    page = answer.get_json()
     assert page["query"] == {"found": 4, "length": 2, "offset": 1, "total": 4, "has_more": True}
     assert len(page["members"]) == 2
+    # More follow: Link names the next page, which a client can follow as it is.
+    link = answer.headers["Link"]
+    assert link.endswith('>; rel="next"') and "offset=3" in link and "length=2" in link
+    following = client.get(link[1 : link.index(">")], headers=bearer(secret))
+    rest = following.get_json()
+    assert rest["query"]["offset"] == 3 and rest["query"]["has_more"] is False
+    assert "Link" not in following.headers  # the last page
+    seen = [m["id"] for m in page["members"] + rest["members"]]
+    everyone = client.get(f"{API}/members", headers=bearer(secret)).get_json()["members"]
+    assert seen == [m["id"] for m in everyone][1:]
 
 
 def test_members_needs_the_members_read_scope(client, make_org, make_token):

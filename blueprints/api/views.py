@@ -293,13 +293,17 @@ def page_of(
     return rows, envelope
 
 
-def with_next_link(payload: dict[str, Any], rows: list[Any]) -> Response:
-    """The list as JSON, with `Link: <…starting_after=last id>; rel="next"` when more follow."""
+def with_next_link(payload: dict[str, Any], rows: list[Any], *, cursor: bool = True) -> Response:
+    """The list as JSON, with `Link: <…starting_after=last id>; rel="next"` when more follow
+    (without `cursor`, a list that pages by offset alone: `<…offset=next>`)."""
     response = json_response(payload)
     if payload["query"]["has_more"] and rows:
         args = request.args.to_dict()
-        args.pop("offset", None)
-        args["starting_after"] = str(rows[-1].id)
+        if cursor:
+            args.pop("offset", None)
+            args["starting_after"] = str(rows[-1].id)
+        else:
+            args["offset"] = str(payload["query"]["offset"] + len(rows))
         url = url_for(request.endpoint, _external=True, **args)
         response.headers["Link"] = f'<{url}>; rel="next"'
     return response
@@ -682,7 +686,7 @@ def list_members():
         ).model_dump()
         for m in rows
     ]
-    return jsonify({"query": envelope, "members": members})
+    return with_next_link({"query": envelope, "members": members}, rows, cursor=False)
 
 
 @bp.get("/api_tokens/<token_id>/usage")
